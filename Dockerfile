@@ -1,0 +1,14 @@
+# Build: a static binary, no cgo.
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY *.go schema.sql ./
+RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/todo .
+
+# Run: distroless static, as a non-root user. The binary embeds schema.sql.
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/todo /todo
+USER nonroot:nonroot
+EXPOSE 8080
+ENTRYPOINT ["/todo"]

@@ -1,0 +1,13 @@
+.PHONY: run test bench bench-quick db-stop build fuzz
+
+run: ## start PostgreSQL if needed and the server on :8080
+	./scripts/run.sh
+
+test: ## static checks, static build, all tests against a throwaway PostgreSQL
+	./scripts/test.sh
+
+build:
+	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/todo .
+
+db-stop: ## stop the cluster that `make run` started in .pgdata
+	bash -c '. scripts/pg.sh && pg_stop "$$PWD/.pgdata"'

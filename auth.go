@@ -1,0 +1,444 @@
+package main
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/argon2"
+)
+
+// Authenticator issues and verifies the service's own tokens, hashes passwords, and
+// recognises Better Auth tokens when configured.
+type Authenticator struct {
+	cfg       Config
+	st        *Store
+	log       *slog.Logger
+	method    jwt.SigningMethod
+	parser    *jwt.Parser
+	hashSlots chan struct{}
+	argon     argonParams // for new hashes
+	dummyHash string
+	cursorKey []byte
+	ba        *betterAuth // nil unless BETTER_AUTH_URL, _JWKS_URL or _SECRET is set
+}
+
+// NewAuthenticator prepares token signing and verification from cfg.
+func NewAuthenticator(cfg Config, st *Store, log *slog.Logger) (*Authenticator, error) {
+	a := &Authenticator{
+		cfg:       cfg,
+		st:        st,
+		log:       log,
+		method:    jwt.GetSigningMethod(cfg.JWTAlgorithm),
+		hashSlots: make(chan struct{}, max(1, cfg.HashConcurrency)),
+		argon:     cfg.argon,
+		// Cursors are signed with a key derived from the JWT secret, so that every replica
+		// accepts every other's cursors and neither key can be turned into the other.
+		cursorKey: hmacSum(cfg.JWTSecret, []byte("todo cursor key v1")),
+	}
+	a.parser = jwt.NewParser(
+		jwt.WithValidMethods([]string{cfg.JWTAlgorithm}),
+		jwt.WithIssuer(cfg.JWTIssuer),
+		jwt.WithAudience(cfg.JWTAudience),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(cfg.JWTLeeway),
+	)
+	// Login with an unknown email verifies against this hash, so that it costs the same
+	// as a wrong password and the timing does not tell which emails have accounts.
+	dummy, err := a.hashPassword(context.Background(), newOpaque(24))
+	if err != nil {
+		return nil, err
+	}
+	a.dummyHash = dummy
+	if cfg.BetterAuthJWKSURL != "" || len(cfg.BetterAuthSecret) > 0 {
+		a.ba = newBetterAuth(cfg, log)
+	}
+	return a, nil
+}
+
+// Close stops background work.
+func (a *Authenticator) Close() {}
+
+func hmacSum(key, msg []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write(msg)
+	return m.Sum(nil)
+}
+
+func newOpaque(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// ---- passwords ----
+
+// argonParams are the Argon2id parameters of new hashes (OWASP: m=19 MiB, t=2, p=1).
+// Each hash records its own, so raising these rehashes old passwords at their next login.
+type argonParams struct {
+	memory  uint32 // KiB
+	time    uint32
+	threads uint8
+}
+
+var defaultArgon = argonParams{memory: 19 * 1024, time: 2, threads: 1}
+
+// hashPassword returns the PHC string of an Argon2id hash of password. It waits for a
+// hashing slot, so that a flood of logins queues instead of exhausting memory.
+func (a *Authenticator) hashPassword(ctx context.Context, password string) (string, error) {
+	if err := a.acquireHashSlot(ctx); err != nil {
+		return "", err
+	}
+	defer func() { <-a.hashSlots }()
+	salt := make([]byte, 16)
+	rand.Read(salt)
+	p := a.argon
+	key := argon2.IDKey([]byte(password), salt, p.time, p.memory, p.threads, 32)
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, p.memory, p.time, p.threads,
+		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
+}
+
+func (a *Authenticator) acquireHashSlot(ctx context.Context) error {
+	select {
+	case a.hashSlots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for a hashing slot: %w", ctx.Err())
+	}
+}
+
+// verifyPassword checks password against a PHC string in constant time; stale reports
+// that the hash uses weaker parameters than new hashes do.
+func (a *Authenticator) verifyPassword(ctx context.Context, password, phc string) (ok, stale bool, err error) {
+	p, salt, want, perr := parsePHC(phc)
+	if perr != nil {
+		return false, false, perr
+	}
+	if err := a.acquireHashSlot(ctx); err != nil {
+		return false, false, err
+	}
+	defer func() { <-a.hashSlots }()
+	got := argon2.IDKey([]byte(password), salt, p.time, p.memory, p.threads, uint32(len(want)))
+	ok = subtle.ConstantTimeCompare(got, want) == 1
+	stale = p.memory < a.argon.memory || p.time < a.argon.time || p.threads < a.argon.threads
+	return ok, stale, nil
+}
+
+func parsePHC(phc string) (argonParams, []byte, []byte, error) {
+	parts := strings.Split(phc, "$")
+	bad := errors.New("password hash: not an argon2id PHC string")
+	if len(parts) != 6 || parts[1] != "argon2id" || parts[2] != "v=19" {
+		return argonParams{}, nil, nil, bad
+	}
+	var p argonParams
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.memory, &p.time, &p.threads); err != nil {
+		return argonParams{}, nil, nil, bad
+	}
+	salt, err1 := base64.RawStdEncoding.DecodeString(parts[4])
+	key, err2 := base64.RawStdEncoding.DecodeString(parts[5])
+	if err1 != nil || err2 != nil || len(key) < 16 || p.time == 0 || p.threads == 0 || p.memory > 1<<22 {
+		return argonParams{}, nil, nil, bad
+	}
+	return p, salt, key, nil
+}
+
+// ---- access tokens ----
+
+// accessClaims are the claims of the service's own access tokens.
+type accessClaims struct {
+	UserID int64  `json:"user_id"`
+	Email  string `json:"email,omitempty"`
+	jwt.RegisteredClaims
+}
+
+// issueAccessToken signs a token for the user, valid for JWT_ACCESS_TTL.
+func (a *Authenticator) issueAccessToken(u User) (string, error) {
+	now := time.Now()
+	c := accessClaims{
+		UserID: u.ID,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject:   strconv.FormatInt(u.ID, 10),
+			Issuer:    a.cfg.JWTIssuer,
+			Audience:  jwt.ClaimStrings{a.cfg.JWTAudience},
+			IssuedAt:  jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(a.cfg.JWTAccessTTL)),
+			ID:        newOpaque(16),
+		},
+	}
+	if u.Email != nil {
+		c.Email = *u.Email
+	}
+	s, err := jwt.NewWithClaims(a.method, c).SignedString(a.cfg.JWTSecret)
+	if err != nil {
+		return "", fmt.Errorf("sign access token: %w", err)
+	}
+	return s, nil
+}
+
+// tokenError maps a verification failure to the contract's code: token_expired for an
+// expired token, invalid_token for everything else (signature, alg, iss, aud, nbf, form).
+func tokenError(err error) error {
+	if errors.Is(err, jwt.ErrTokenExpired) {
+		return &apiError{Status: errTokenExpired.Status, Code: errTokenExpired.Code, Detail: errTokenExpired.Detail, Err: err}
+	}
+	return &apiError{Status: errInvalidToken.Status, Code: errInvalidToken.Code, Detail: errInvalidToken.Detail, Err: err}
+}
+
+// principal is the authenticated caller: the local user row and the token's subject
+// (the id a section 6 path must name).
+type principal struct {
+	UserID  int64
+	Subject string
+}
+
+// peek is what is read from a token before its signature is checked, only to choose the
+// one verifier that may accept it; the chosen verifier then checks everything.
+type peek struct {
+	Alg string `json:"alg"`
+	Iss string `json:"iss"`
+}
+
+func peekToken(token string) (peek, bool) {
+	var p peek
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return p, false
+	}
+	hdr, err1 := base64.RawURLEncoding.DecodeString(parts[0])
+	body, err2 := base64.RawURLEncoding.DecodeString(parts[1])
+	if err1 != nil || err2 != nil {
+		return p, false
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	var c struct {
+		Iss any `json:"iss"`
+	}
+	if json.Unmarshal(hdr, &h) != nil || json.Unmarshal(body, &c) != nil {
+		return p, false
+	}
+	p.Alg = h.Alg
+	p.Iss, _ = c.Iss.(string)
+	return p, true
+}
+
+// Authenticate verifies a bearer token and finds its user. Local tokens are recognised by
+// their issuer and HMAC algorithm; other tokens go to Better Auth when it is configured.
+func (a *Authenticator) Authenticate(ctx context.Context, token string) (principal, error) {
+	pk, ok := peekToken(token)
+	if !ok {
+		return principal{}, tokenError(errors.New("malformed token"))
+	}
+	if strings.HasPrefix(pk.Alg, "HS") && pk.Iss == a.cfg.JWTIssuer {
+		return a.authenticateLocal(ctx, token)
+	}
+	if a.ba != nil {
+		return a.ba.authenticate(ctx, a.st, token, pk)
+	}
+	return principal{}, tokenError(errors.New("token not issued by this service"))
+}
+
+func (a *Authenticator) authenticateLocal(ctx context.Context, token string) (principal, error) {
+	var c accessClaims
+	if _, err := a.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) {
+		return a.cfg.JWTSecret, nil
+	}); err != nil {
+		return principal{}, tokenError(err)
+	}
+	if c.UserID <= 0 || c.Subject != strconv.FormatInt(c.UserID, 10) {
+		return principal{}, tokenError(errors.New("sub and user_id disagree"))
+	}
+	ok, err := a.st.LocalUserExists(ctx, c.UserID)
+	if err != nil {
+		return principal{}, err
+	}
+	if !ok {
+		return principal{}, tokenError(errors.New("user no longer exists"))
+	}
+	return principal{UserID: c.UserID, Subject: c.Subject}, nil
+}
+
+type principalKey struct{}
+
+func principalFrom(ctx context.Context) principal {
+	p, _ := ctx.Value(principalKey{}).(principal)
+	return p
+}
+
+// bearerToken returns the token of an "Authorization: Bearer" header.
+func bearerToken(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+// authed requires a valid bearer token, puts its principal in the context, and on the
+// section 6 routes requires the path's {user_id} to be the token's subject.
+func (s *Server) authed(h handlerFunc) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		token, ok := bearerToken(r)
+		if !ok {
+			return errNotAuthenticated
+		}
+		p, err := s.auth.Authenticate(r.Context(), token)
+		if err != nil {
+			return err
+		}
+		requestInfoFrom(r.Context()).userID = p.UserID
+		if pathUser := r.PathValue("user_id"); pathUser != "" && pathUser != p.Subject {
+			return errForbidden
+		}
+		return h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	})
+}
+
+// ---- refresh tokens ----
+
+// newRefreshToken makes a refresh token "<user id>.<256 random bits>": the user id lets
+// every lookup stay on the user's shard; only the SHA-256 of the whole string is stored.
+func (a *Authenticator) newRefreshToken(userID int64) (string, refreshToken) {
+	token := strconv.FormatInt(userID, 10) + "." + newOpaque(32)
+	sum := sha256.Sum256([]byte(token))
+	var family [16]byte
+	rand.Read(family[:])
+	return token, refreshToken{UserID: userID, Hash: sum[:], FamilyID: family,
+		ExpiresAt: time.Now().Add(a.cfg.JWTRefreshTTL)}
+}
+
+// parseRefreshToken splits a refresh token into its user id and stored hash;
+// invalid_token when it is not of the service's form.
+func parseRefreshToken(token string) (int64, []byte, error) {
+	idPart, secret, ok := strings.Cut(token, ".")
+	id, err := strconv.ParseInt(idPart, 10, 64)
+	if !ok || err != nil || id <= 0 || len(secret) != 43 {
+		return 0, nil, errInvalidToken
+	}
+	sum := sha256.Sum256([]byte(token))
+	return id, sum[:], nil
+}
+
+// ---- rate limits ----
+
+// rateLimits are token buckets in this replica's memory: with N replicas behind a load
+// balancer a client gets up to N times the rate. Good enough against guessing, and it
+// keeps the service free of shared state.
+type rateLimits struct {
+	loginFailures *limiter
+	registers     *limiter
+	trusted       []netip.Prefix
+}
+
+func newRateLimits(cfg Config) *rateLimits {
+	return &rateLimits{
+		loginFailures: newLimiter(cfg.LoginFailuresPerMinute, time.Minute),
+		registers:     newLimiter(cfg.RegistersPerMinute, time.Minute),
+		trusted:       cfg.TrustedProxies,
+	}
+}
+
+type limiter struct {
+	mu      sync.Mutex
+	burst   float64
+	perSec  float64
+	buckets map[string]*bucket
+	lastGC  time.Time
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newLimiter(n int, per time.Duration) *limiter {
+	return &limiter{burst: float64(n), perSec: float64(n) / per.Seconds(), buckets: map[string]*bucket{}}
+}
+
+// allow reports whether key has a token left, taking one when take is set; when it has
+// none, it says how many seconds until it will.
+func (l *limiter) allow(key string, take bool) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if now.Sub(l.lastGC) > time.Minute {
+		// Full buckets carry no information; dropping them bounds memory.
+		for k, b := range l.buckets {
+			if b.tokens+now.Sub(b.last).Seconds()*l.perSec >= l.burst {
+				delete(l.buckets, k)
+			}
+		}
+		l.lastGC = now
+	}
+	b, ok := l.buckets[key]
+	if !ok {
+		b = &bucket{tokens: l.burst, last: now}
+		l.buckets[key] = b
+	}
+	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.perSec)
+	b.last = now
+	if b.tokens < 1 {
+		return false, int((1-b.tokens)/l.perSec) + 1
+	}
+	if take {
+		b.tokens--
+	}
+	return true, 0
+}
+
+func rateLimited(retryAfter int) error {
+	return &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited",
+		Detail: "Too many attempts; try again later.", RetryAfter: retryAfter}
+}
+
+// clientAddr is the connection's address, or, when that is a trusted proxy, the last
+// address in X-Forwarded-For that is not one.
+func (rl *rateLimits) clientAddr(r *http.Request) string {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	addr := ap.Addr().Unmap()
+	if !rl.isTrusted(addr) {
+		return addr.String()
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		addr = hop.Unmap()
+		if !rl.isTrusted(addr) {
+			break
+		}
+	}
+	return addr.String()
+}
+
+func (rl *rateLimits) isTrusted(a netip.Addr) bool {
+	for _, p := range rl.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,295 @@
+// Command todo is the backend of a multi-user todo application: a REST API over
+// PostgreSQL, configured by environment variables. See README.md.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(context.Background(), os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "todo:", err)
+		os.Exit(1)
+	}
+}
+
+// Config is everything the service reads from its environment.
+type Config struct {
+	DatabaseURL string
+	Port        int
+	DevMode     bool
+	LogLevel    slog.Level
+
+	JWTSecret     []byte
+	JWTAlgorithm  string
+	JWTIssuer     string
+	JWTAudience   string
+	JWTAccessTTL  time.Duration
+	JWTRefreshTTL time.Duration
+	JWTLeeway     time.Duration
+
+	BetterAuthURL      string
+	BetterAuthJWKSURL  string
+	BetterAuthIssuer   string
+	BetterAuthAudience string
+	BetterAuthSecret   []byte
+	JWKSRefreshEvery   time.Duration
+
+	CORSAllowedOrigins []string
+	TrustedProxies     []netip.Prefix
+	MaxBodyBytes       int64
+
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	ShutdownTimeout   time.Duration
+	QueryTimeout      time.Duration
+	DBMaxConns        int32
+
+	// Rate limits, per replica: events allowed per minute for each client address or email.
+	LoginFailuresPerMinute int
+	RegistersPerMinute     int
+	HashConcurrency        int
+	argon                  argonParams // defaultArgon; lowered only by tests
+}
+
+// loadConfig reads the configuration; an error names the variable at fault and never
+// echoes a secret's value.
+func loadConfig(getenv func(string) string) (Config, error) {
+	c := Config{
+		DatabaseURL:       getenv("DATABASE_URL"),
+		JWTIssuer:         orDefault(getenv("JWT_ISSUER"), "todo-api"),
+		JWTAudience:       orDefault(getenv("JWT_AUDIENCE"), "todo-api"),
+		BetterAuthURL:     strings.TrimRight(getenv("BETTER_AUTH_URL"), "/"),
+		BetterAuthJWKSURL: getenv("BETTER_AUTH_JWKS_URL"),
+		argon:             defaultArgon,
+	}
+	var errs []error
+	bad := func(name, why string) { errs = append(errs, fmt.Errorf("%s: %s", name, why)) }
+
+	switch env := strings.ToLower(getenv("APP_ENV")); env {
+	case "", "production":
+	case "development", "dev":
+		c.DevMode = true
+	default:
+		bad("APP_ENV", "must be production or development")
+	}
+	if c.DatabaseURL != "" {
+		if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			bad("DATABASE_URL", "must be a postgres:// URL")
+		}
+	} else {
+		bad("DATABASE_URL", "is required")
+	}
+
+	intVar := func(name string, def, lo, hi int) int {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			bad(name, fmt.Sprintf("must be a whole number from %d to %d", lo, hi))
+			return def
+		}
+		return n
+	}
+	durVar := func(name string, def time.Duration) time.Duration {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			bad(name, "must be a Go duration such as 15s or 10m")
+			return def
+		}
+		return d
+	}
+
+	c.Port = intVar("PORT", 8080, 0, 65535)
+	c.MaxBodyBytes = int64(intVar("MAX_BODY_BYTES", 1<<20, 1, 1<<30))
+	c.DBMaxConns = int32(intVar("DB_MAX_CONNS", 16, 1, 1000))
+	c.LoginFailuresPerMinute = intVar("LOGIN_RATE_LIMIT", 10, 1, 1_000_000)
+	c.RegistersPerMinute = intVar("REGISTER_RATE_LIMIT", 10, 1, 1_000_000)
+	c.HashConcurrency = intVar("HASH_CONCURRENCY", max(2, runtime.NumCPU()), 1, 1024)
+	c.JWTAccessTTL = durVar("JWT_ACCESS_TTL", 15*time.Minute)
+	c.JWTRefreshTTL = durVar("JWT_REFRESH_TTL", 30*24*time.Hour)
+	c.JWTLeeway = durVar("JWT_LEEWAY", 60*time.Second)
+	c.JWKSRefreshEvery = durVar("BETTER_AUTH_JWKS_REFRESH", time.Minute)
+	c.ReadHeaderTimeout = durVar("READ_HEADER_TIMEOUT", 5*time.Second)
+	c.ReadTimeout = durVar("READ_TIMEOUT", 15*time.Second)
+	c.WriteTimeout = durVar("WRITE_TIMEOUT", 30*time.Second)
+	c.IdleTimeout = durVar("IDLE_TIMEOUT", 120*time.Second)
+	c.ShutdownTimeout = durVar("SHUTDOWN_TIMEOUT", 15*time.Second)
+	c.QueryTimeout = durVar("QUERY_TIMEOUT", 3*time.Second)
+	if c.ReadHeaderTimeout > 10*time.Second {
+		bad("READ_HEADER_TIMEOUT", "must be at most 10s")
+	}
+	if c.JWTAccessTTL <= 0 || c.JWTRefreshTTL <= 0 {
+		bad("JWT_ACCESS_TTL/JWT_REFRESH_TTL", "must be positive")
+	}
+	if c.QueryTimeout <= 0 || c.QueryTimeout > 5*time.Second {
+		bad("QUERY_TIMEOUT", "must be above 0 and at most 5s, so an outage answers 503 in time")
+	}
+
+	switch lv := strings.ToLower(getenv("LOG_LEVEL")); lv {
+	case "", "info":
+		c.LogLevel = slog.LevelInfo
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "warn", "warning":
+		c.LogLevel = slog.LevelWarn
+	case "error":
+		c.LogLevel = slog.LevelError
+	default:
+		bad("LOG_LEVEL", "must be debug, info, warn or error")
+	}
+
+	switch alg := orDefault(getenv("JWT_ALGORITHM"), "HS256"); alg {
+	case "HS256", "HS384", "HS512":
+		c.JWTAlgorithm = alg
+	default:
+		bad("JWT_ALGORITHM", "must be HS256, HS384 or HS512")
+	}
+	c.JWTSecret = []byte(getenv("JWT_SECRET_KEY"))
+	if len(c.JWTSecret) < 32 && !c.DevMode {
+		bad("JWT_SECRET_KEY", "must be set to at least 32 bytes (or run with APP_ENV=development)")
+	}
+	if s := getenv("BETTER_AUTH_SECRET"); s != "" {
+		if len(s) < 32 {
+			bad("BETTER_AUTH_SECRET", "must be at least 32 bytes")
+		}
+		c.BetterAuthSecret = []byte(s)
+	}
+	if c.BetterAuthURL != "" {
+		if u, err := url.Parse(c.BetterAuthURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("BETTER_AUTH_URL", "must be an http(s) URL")
+		}
+		if c.BetterAuthJWKSURL == "" {
+			c.BetterAuthJWKSURL = c.BetterAuthURL + "/api/auth/jwks"
+		}
+	}
+	// Left empty when unset: JWKS tokens then default to BETTER_AUTH_URL, and tokens minted
+	// with BETTER_AUTH_SECRET are not checked for them (see betterauth.go).
+	c.BetterAuthIssuer = getenv("BETTER_AUTH_ISSUER")
+	c.BetterAuthAudience = getenv("BETTER_AUTH_AUDIENCE")
+	if c.BetterAuthJWKSURL != "" {
+		if u, err := url.Parse(c.BetterAuthJWKSURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("BETTER_AUTH_JWKS_URL", "must be an http(s) URL")
+		}
+	}
+
+	for _, o := range strings.Split(getenv("CORS_ALLOWED_ORIGINS"), ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			c.CORSAllowedOrigins = append(c.CORSAllowedOrigins, strings.TrimRight(o, "/"))
+		}
+	}
+	for _, p := range strings.Split(getenv("TRUSTED_PROXIES"), ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				bad("TRUSTED_PROXIES", "must be a comma list of addresses or CIDR prefixes")
+				continue
+			}
+			pfx = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		c.TrustedProxies = append(c.TrustedProxies, pfx.Masked())
+	}
+	return c, errors.Join(errs...)
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// run is main with its inputs passed in, so that tests can start the real service. It
+// returns when ctx is cancelled or a signal arrives, after in-flight requests drain.
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	if len(cfg.JWTSecret) < 32 {
+		// Development mode only (loadConfig refuses otherwise): tokens die with the process.
+		cfg.JWTSecret = make([]byte, 32)
+		rand.Read(cfg.JWTSecret)
+		log.Warn("development mode: JWT_SECRET_KEY missing or short, using an ephemeral secret; tokens will not survive a restart")
+	}
+
+	st, err := OpenStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.applySchemaWithRetry(ctx, log, 30*time.Second); err != nil {
+		return err
+	}
+
+	auth, err := NewAuthenticator(cfg, st, log)
+	if err != nil {
+		return err
+	}
+	defer auth.Close()
+	srv := NewServer(log, cfg, st, auth)
+
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("listen on PORT %d: %w", cfg.Port, err)
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "dev_mode", cfg.DevMode)
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(shutCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}

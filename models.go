@@ -1,0 +1,340 @@
+package main
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// User is an account: local (email + password) or first seen in a Better Auth token.
+type User struct {
+	ID        int64
+	Email     *string
+	Name      *string
+	CreatedAt time.Time
+	// Issuer and Subject are set for Better Auth users only.
+	Issuer  *string
+	Subject *string
+}
+
+// userJSON is the wire shape of a user.
+type userJSON struct {
+	ID        int64     `json:"id"`
+	Email     *string   `json:"email"`
+	Name      *string   `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func (u User) wire() userJSON {
+	return userJSON{ID: u.ID, Email: u.Email, Name: u.Name, CreatedAt: u.CreatedAt.UTC()}
+}
+
+// Task is one todo item. Priority is stored as 0 low, 1 medium, 2 high.
+type Task struct {
+	ID          int64
+	UserID      int64
+	Title       string
+	Description *string
+	Completed   bool
+	Priority    int16
+	Tags        []string
+	DueDate     *time.Time
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	CompletedAt *time.Time
+	Version     int64
+}
+
+var priorityNames = [...]string{"low", "medium", "high"}
+
+func parsePriority(s string) (int16, bool) {
+	for i, n := range priorityNames {
+		if n == s {
+			return int16(i), true
+		}
+	}
+	return 0, false
+}
+
+// ETag is the task's strong entity tag; it changes exactly when the task does.
+func (t Task) ETag() string { return `"` + strconv.FormatInt(t.Version, 10) + `"` }
+
+// taskJSON is the wire shape of a task. UserID is a number on /api/v1 and the path's
+// string on the section 6 routes.
+type taskJSON struct {
+	ID          int64      `json:"id"`
+	UserID      any        `json:"user_id"`
+	Title       string     `json:"title"`
+	Description *string    `json:"description"`
+	Completed   bool       `json:"completed"`
+	Priority    string     `json:"priority"`
+	Tags        []string   `json:"tags"`
+	DueDate     *time.Time `json:"due_date"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+	CompletedAt *time.Time `json:"completed_at"`
+}
+
+// wire renders t; pathUserID is the {user_id} of a section 6 route, or "".
+func (t Task) wire(pathUserID string) taskJSON {
+	out := taskJSON{
+		ID: t.ID, UserID: t.UserID, Title: t.Title, Description: t.Description,
+		Completed: t.Completed, Priority: priorityNames[t.Priority], Tags: t.Tags,
+		DueDate: utcPtr(t.DueDate), CreatedAt: t.CreatedAt.UTC(), UpdatedAt: t.UpdatedAt.UTC(),
+		CompletedAt: utcPtr(t.CompletedAt),
+	}
+	if pathUserID != "" {
+		out.UserID = pathUserID
+	}
+	if out.Tags == nil {
+		out.Tags = []string{}
+	}
+	return out
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// optional is a body field that can be absent (Set false), null (Value nil) or a value.
+type optional[T any] struct {
+	Set   bool
+	Value *T
+}
+
+// bodyFields reads a JSON object's fields one at a time, collecting one error per field.
+type bodyFields struct {
+	raw  map[string]json.RawMessage
+	errs fieldErrors
+}
+
+// fieldErrors keeps the first error of each field, in the order they were found.
+type fieldErrors []fieldError
+
+func (fe *fieldErrors) add(field, msg string) {
+	if !fe.has(field) {
+		*fe = append(*fe, fieldError{Field: field, Message: msg})
+	}
+}
+
+func (fe fieldErrors) has(field string) bool {
+	for _, e := range fe {
+		if e.Field == field {
+			return true
+		}
+	}
+	return false
+}
+
+// field decodes the named field as a T; a value of the wrong JSON type is a field error.
+func field[T any](b *bodyFields, name, typeMsg string) optional[T] {
+	raw, ok := b.raw[name]
+	if !ok {
+		return optional[T]{}
+	}
+	if string(raw) == "null" {
+		return optional[T]{Set: true}
+	}
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		b.errs.add(name, typeMsg)
+		return optional[T]{Set: true}
+	}
+	return optional[T]{Set: true, Value: &v}
+}
+
+// cleanText trims Unicode white space; ok is false when s holds a NUL, which PostgreSQL
+// text cannot store.
+func cleanText(s string) (string, bool) {
+	return strings.TrimFunc(s, unicode.IsSpace), !strings.ContainsRune(s, 0)
+}
+
+// checkText applies the contract's length rule, in Unicode characters, to a trimmed text.
+func checkText(errs *fieldErrors, name, s string, minLen, maxLen int) {
+	if strings.ContainsRune(s, 0) {
+		errs.add(name, "must not contain NUL characters")
+		return
+	}
+	n := utf8.RuneCountInString(s)
+	switch {
+	case n < minLen && minLen == 1:
+		errs.add(name, "must not be empty")
+	case n < minLen:
+		errs.add(name, "must be at least "+strconv.Itoa(minLen)+" characters")
+	case n > maxLen:
+		errs.add(name, "must be at most "+strconv.Itoa(maxLen)+" characters")
+	}
+}
+
+// taskInput is a task body as sent, before defaults: what create, PUT and PATCH share.
+type taskInput struct {
+	Title       optional[string]
+	Description optional[string]
+	Completed   optional[bool]
+	Priority    optional[string]
+	Tags        optional[[]string]
+	DueDate     optional[string]
+}
+
+// taskChange is a validated write: each Set field replaces the stored value.
+type taskChange struct {
+	SetTitle       bool
+	Title          string
+	SetDescription bool
+	Description    *string
+	SetCompleted   bool
+	Completed      bool
+	Toggle         bool
+	SetPriority    bool
+	Priority       int16
+	SetTags        bool
+	Tags           []string
+	SetDueDate     bool
+	DueDate        *time.Time
+}
+
+// writeMode says how absent fields of a task body are read.
+type writeMode int
+
+const (
+	modeCreate  writeMode = iota // absent optional fields take their defaults; title required
+	modeReplace                  // PUT on /api/v1: the same as create
+	modePatch                    // absent fields stay as they are
+)
+
+func readTaskInput(b *bodyFields) taskInput {
+	return taskInput{
+		Title:       field[string](b, "title", "must be a string"),
+		Description: field[string](b, "description", "must be a string or null"),
+		Completed:   field[bool](b, "completed", "must be true or false"),
+		Priority:    field[string](b, "priority", "must be one of low, medium, high"),
+		Tags:        field[[]string](b, "tags", "must be an array of strings"),
+		DueDate:     field[string](b, "due_date", "must be an RFC 3339 time, a YYYY-MM-DD date, or null"),
+	}
+}
+
+// change validates in for the given mode and lists every failing field, in field order.
+func (in taskInput) change(mode writeMode, errs *fieldErrors) taskChange {
+	full := mode != modePatch
+	var c taskChange
+
+	switch {
+	case errs.has("title"):
+	case in.Title.Set && in.Title.Value == nil:
+		errs.add("title", "must not be null")
+	case in.Title.Set:
+		c.SetTitle = true
+		c.Title, _ = cleanText(*in.Title.Value)
+		checkText(errs, "title", c.Title, 1, 255)
+	case full:
+		errs.add("title", "is required")
+	}
+
+	c.SetDescription = full || in.Description.Set
+	if in.Description.Value != nil {
+		// Descriptions keep their white space: line breaks and indents are content.
+		checkText(errs, "description", *in.Description.Value, 0, 10000)
+		c.Description = in.Description.Value
+	}
+
+	switch {
+	case errs.has("completed"):
+	case in.Completed.Set && in.Completed.Value == nil:
+		errs.add("completed", "must be true or false")
+	case in.Completed.Set:
+		c.SetCompleted, c.Completed = true, *in.Completed.Value
+	case full:
+		c.SetCompleted = true
+	}
+
+	c.SetPriority, c.Priority = full, 1
+	switch {
+	case errs.has("priority"):
+	case in.Priority.Set && in.Priority.Value == nil:
+		errs.add("priority", "must be one of low, medium, high")
+	case in.Priority.Set:
+		p, ok := parsePriority(strings.ToLower(strings.TrimSpace(*in.Priority.Value)))
+		if !ok {
+			errs.add("priority", "must be one of low, medium, high")
+		}
+		c.SetPriority, c.Priority = true, p
+	}
+
+	c.SetTags, c.Tags = full, []string{}
+	switch {
+	case errs.has("tags"):
+	case in.Tags.Set && in.Tags.Value == nil:
+		c.SetTags = true // null tags read as none
+	case in.Tags.Set:
+		c.SetTags = true
+		c.Tags = normalizeTags(*in.Tags.Value, errs)
+	}
+
+	c.SetDueDate = full || in.DueDate.Set
+	if in.DueDate.Value != nil && !errs.has("due_date") {
+		d, ok := parseDue(*in.DueDate.Value)
+		if !ok {
+			errs.add("due_date", "must be an RFC 3339 time, a YYYY-MM-DD date, or null")
+		}
+		c.DueDate = &d
+	}
+	return c
+}
+
+// normalizeTags trims and lower-cases tags and drops repeats, keeping first occurrences in
+// order; the limit of 20 counts after that.
+func normalizeTags(tags []string, errs *fieldErrors) []string {
+	out := make([]string, 0, len(tags))
+	for _, t := range tags {
+		t = strings.ToLower(strings.TrimFunc(t, unicode.IsSpace))
+		n := utf8.RuneCountInString(t)
+		switch {
+		case strings.ContainsRune(t, 0):
+			errs.add("tags", "tags must not contain NUL characters")
+			continue
+		case n == 0:
+			errs.add("tags", "tags must not be empty")
+			continue
+		case n > 50:
+			errs.add("tags", "each tag must be at most 50 characters")
+			continue
+		}
+		if !containsString(out, t) {
+			out = append(out, t)
+		}
+	}
+	if len(out) > 20 {
+		errs.add("tags", "must hold at most 20 distinct tags")
+	}
+	return out
+}
+
+func containsString(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// parseDue reads an RFC 3339 time with offset, or YYYY-MM-DD as 00:00 UTC that day.
+func parseDue(s string) (time.Time, bool) {
+	s = strings.TrimSpace(s)
+	if len(s) == len("2006-01-02") {
+		t, err := time.Parse(time.DateOnly, s)
+		return t, err == nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil || t.Year() < 1 || t.Year() > 9999 {
+		return time.Time{}, false
+	}
+	return t.UTC(), true
+}

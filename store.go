@@ -1,0 +1,738 @@
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+//go:embed schema.sql
+var schemaSQL string
+
+// schemaVersion is the version schema.sql records; /readyz wants the database at it.
+const schemaVersion = 1
+
+// Store holds all SQL of the service. Every method takes the request's context and runs
+// each statement under the per-query timeout; errors come back as *apiError for what a
+// client did wrong, or as wrapped driver errors that writeError turns into 503 or 500.
+type Store struct {
+	pool         *pgxpool.Pool
+	queryTimeout time.Duration
+}
+
+// OpenStore makes the pool. It does not connect: the first query does, so that a database
+// that is down at start is retried by applySchemaWithRetry rather than fatal.
+func OpenStore(ctx context.Context, cfg Config) (*Store, error) {
+	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		// The parser's message can quote the URL, password included.
+		return nil, errors.New("DATABASE_URL: cannot be parsed as a PostgreSQL URL")
+	}
+	pc.MaxConns = cfg.DBMaxConns
+	pc.HealthCheckPeriod = 5 * time.Second
+	if pc.ConnConfig.ConnectTimeout == 0 || pc.ConnConfig.ConnectTimeout > 2*time.Second {
+		pc.ConnConfig.ConnectTimeout = 2 * time.Second
+	}
+	// Backstops to the per-query context timeout, enforced by the server itself.
+	pc.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(cfg.QueryTimeout.Milliseconds(), 10)
+	pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "30000"
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("open database pool: %w", err)
+	}
+	return &Store{pool: pool, queryTimeout: cfg.QueryTimeout}, nil
+}
+
+// Close waits for borrowed connections to return and closes the pool.
+func (st *Store) Close() { st.pool.Close() }
+
+func (st *Store) timeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, st.queryTimeout)
+}
+
+// schemaLockKey is the advisory lock that serialises schema application across replicas.
+const schemaLockKey = 7_305_114_511_223
+
+// applySchema runs the embedded schema.sql in one transaction under an advisory lock, so
+// that replicas starting together apply it once and a restart changes nothing.
+func (st *Store) applySchema(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tx, err := st.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("apply schema: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	// The DDL can outlast the short per-query timeout on a large table.
+	if _, err := tx.Exec(ctx, "SET LOCAL statement_timeout = 0"); err != nil {
+		return fmt.Errorf("apply schema: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(schemaLockKey)); err != nil {
+		return fmt.Errorf("apply schema: lock: %w", err)
+	}
+	if _, err := tx.Conn().PgConn().Exec(ctx, schemaSQL).ReadAll(); err != nil {
+		return fmt.Errorf("apply schema: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("apply schema: commit: %w", err)
+	}
+	return nil
+}
+
+// applySchemaWithRetry waits up to limit for a database that is still starting.
+func (st *Store) applySchemaWithRetry(ctx context.Context, log *slog.Logger, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := st.applySchema(ctx)
+		if err == nil || !databaseUnavailable(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		log.Warn("database not reachable yet; retrying", "error", err.Error())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Ready reports whether the database answers and holds the current schema version.
+func (st *Store) Ready(ctx context.Context) error {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	var v int
+	if err := st.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM schema_version").Scan(&v); err != nil {
+		return fmt.Errorf("readiness: %w", err)
+	}
+	if v != schemaVersion {
+		return fmt.Errorf("readiness: schema version %d, want %d", v, schemaVersion)
+	}
+	return nil
+}
+
+// isUniqueViolation maps by SQLSTATE only: constraint names differ on Citus.
+func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
+// ---- users ----
+
+const userColumns = `id, email, name, created_at, issuer, subject`
+
+func scanUser(row pgx.Row) (User, error) {
+	var u User
+	err := row.Scan(&u.ID, &u.Email, &u.Name, &u.CreatedAt, &u.Issuer, &u.Subject)
+	return u, err
+}
+
+// CreateUser inserts a local account; email_taken when the email is in use.
+func (st *Store) CreateUser(ctx context.Context, email string, name *string, hash string) (User, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	u, err := scanUser(st.pool.QueryRow(ctx, `INSERT INTO users (email, name, password_hash)
+		VALUES ($1, $2, $3) RETURNING `+userColumns, email, name, hash))
+	if isUniqueViolation(err) {
+		return User{}, errEmailTaken
+	} else if err != nil {
+		return User{}, fmt.Errorf("create user: %w", err)
+	}
+	return u, nil
+}
+
+// FindLocalUserByEmail returns the local account and its password hash, or not_found.
+func (st *Store) FindLocalUserByEmail(ctx context.Context, email string) (User, string, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	var u User
+	var hash string
+	err := st.pool.QueryRow(ctx, `SELECT `+userColumns+`, password_hash FROM users
+		WHERE email = $1 AND issuer IS NULL`, email).
+		Scan(&u.ID, &u.Email, &u.Name, &u.CreatedAt, &u.Issuer, &u.Subject, &hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return User{}, "", notFound("user")
+	} else if err != nil {
+		return User{}, "", fmt.Errorf("find user by email: %w", err)
+	}
+	return u, hash, nil
+}
+
+// FindUser returns the user with the given id, or not_found.
+func (st *Store) FindUser(ctx context.Context, id int64) (User, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	u, err := scanUser(st.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return User{}, notFound("user")
+	} else if err != nil {
+		return User{}, fmt.Errorf("find user %d: %w", id, err)
+	}
+	return u, nil
+}
+
+// LocalUserExists reports whether a local account still exists; tokens of deleted users
+// are refused with it.
+func (st *Store) LocalUserExists(ctx context.Context, id int64) (bool, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	var ok bool
+	err := st.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND issuer IS NULL)`, id).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("check user %d: %w", id, err)
+	}
+	return ok, nil
+}
+
+// FindPasswordHash returns a local user's password hash, or not_found.
+func (st *Store) FindPasswordHash(ctx context.Context, id int64) (string, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	var hash *string
+	err := st.pool.QueryRow(ctx, `SELECT password_hash FROM users WHERE id = $1`, id).Scan(&hash)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && hash == nil) {
+		return "", notFound("user")
+	} else if err != nil {
+		return "", fmt.Errorf("find password of user %d: %w", id, err)
+	}
+	return *hash, nil
+}
+
+// UpdateUserName sets or clears the user's name.
+func (st *Store) UpdateUserName(ctx context.Context, id int64, name *string) (User, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	u, err := scanUser(st.pool.QueryRow(ctx, `UPDATE users SET name = $2, updated_at = now()
+		WHERE id = $1 RETURNING `+userColumns, id, name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return User{}, notFound("user")
+	} else if err != nil {
+		return User{}, fmt.Errorf("update user %d: %w", id, err)
+	}
+	return u, nil
+}
+
+// UpdatePasswordHash stores a rehash of the same password under stronger parameters.
+func (st *Store) UpdatePasswordHash(ctx context.Context, id int64, oldHash, newHash string) error {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	// Only over the hash it replaces, so that a concurrent password change wins.
+	_, err := st.pool.Exec(ctx, `UPDATE users SET password_hash = $3
+		WHERE id = $1 AND password_hash = $2`, id, oldHash, newHash)
+	if err != nil {
+		return fmt.Errorf("rehash password of user %d: %w", id, err)
+	}
+	return nil
+}
+
+// ChangePassword replaces the hash, revokes every refresh token of the user and stores
+// the new one, in one transaction.
+func (st *Store) ChangePassword(ctx context.Context, id int64, newHash string, rt refreshToken) error {
+	return st.inTx(ctx, "change password", func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE users SET password_hash = $2, updated_at = now()
+			WHERE id = $1 AND issuer IS NULL`, id, newHash)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return notFound("user")
+		}
+		if _, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = now()
+			WHERE user_id = $1 AND revoked_at IS NULL`, id); err != nil {
+			return err
+		}
+		return insertRefreshToken(ctx, tx, rt)
+	})
+}
+
+// DeleteUser removes the user with all their tasks, tokens and keys in one transaction.
+// Each per-user table is cleared by user_id first, so that on Citus every statement
+// stays on the user's shard rather than relying on a cascade from the reference table.
+func (st *Store) DeleteUser(ctx context.Context, id int64) error {
+	return st.inTx(ctx, "delete user", func(tx pgx.Tx) error {
+		for _, q := range []string{
+			`DELETE FROM tasks WHERE user_id = $1`,
+			`DELETE FROM refresh_tokens WHERE user_id = $1`,
+			`DELETE FROM idempotency_keys WHERE user_id = $1`,
+		} {
+			if _, err := tx.Exec(ctx, q, id); err != nil {
+				return err
+			}
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
+		if err == nil && tag.RowsAffected() == 0 {
+			return notFound("user")
+		}
+		return err
+	})
+}
+
+// UpsertExternalUser finds or creates the user bound to (issuer, subject), refreshing the
+// email and name the token carries. Concurrent first requests meet in ON CONFLICT.
+func (st *Store) UpsertExternalUser(ctx context.Context, issuer, subject string, email, name *string) (int64, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	// The DO UPDATE writes only when a claim changed, so that the usual request costs
+	// a read; the UNION finds the row when nothing changed and the UPDATE returned none.
+	const q = `WITH up AS (
+			INSERT INTO users (issuer, subject, email, name) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (issuer, subject) WHERE issuer IS NOT NULL DO UPDATE
+				SET email = EXCLUDED.email, name = EXCLUDED.name, updated_at = now()
+				WHERE (users.email, users.name) IS DISTINCT FROM (EXCLUDED.email, EXCLUDED.name)
+			RETURNING id)
+		SELECT id FROM up
+		UNION ALL
+		SELECT id FROM users WHERE issuer = $1 AND subject = $2 AND issuer IS NOT NULL
+		LIMIT 1`
+	var id int64
+	err := st.pool.QueryRow(ctx, q, issuer, subject, email, name).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// A concurrent first request inserted the row after this statement's snapshot was
+		// taken: the conflict hid it from both branches. A second statement sees it.
+		err = st.pool.QueryRow(ctx, q, issuer, subject, email, name).Scan(&id)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("upsert external user: %w", err)
+	}
+	return id, nil
+}
+
+// inTx runs fn in a transaction under the per-query timeout, committing when it returns nil.
+func (st *Store) inTx(ctx context.Context, op string, fn func(tx pgx.Tx) error) error {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	err := pgx.BeginFunc(ctx, st.pool, fn)
+	var ae *apiError
+	if err != nil && !errors.As(err, &ae) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return err
+}
+
+// ---- refresh tokens ----
+
+// refreshToken is one stored refresh token: its hash, never the token itself.
+type refreshToken struct {
+	UserID    int64
+	Hash      []byte
+	FamilyID  [16]byte
+	ExpiresAt time.Time
+}
+
+func insertRefreshToken(ctx context.Context, tx pgx.Tx, rt refreshToken) error {
+	_, err := tx.Exec(ctx, `INSERT INTO refresh_tokens (user_id, token_hash, family_id, expires_at)
+		VALUES ($1, $2, $3, $4)`, rt.UserID, rt.Hash, rt.FamilyID, rt.ExpiresAt)
+	return err
+}
+
+// StoreRefreshToken saves a new login's first refresh token, and forgets the user's
+// tokens that expired, so the table does not grow without bound.
+func (st *Store) StoreRefreshToken(ctx context.Context, rt refreshToken) error {
+	return st.inTx(ctx, "store refresh token", func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM refresh_tokens WHERE user_id = $1 AND expires_at < now()`,
+			rt.UserID); err != nil {
+			return err
+		}
+		return insertRefreshToken(ctx, tx, rt)
+	})
+}
+
+// RotateRefreshToken retires the presented token and stores its successor in the same
+// family. A token that was already rotated is being reused: the whole family is revoked
+// and the answer is invalid_token, as for an unknown, expired or revoked one.
+func (st *Store) RotateRefreshToken(ctx context.Context, userID int64, oldHash []byte, next refreshToken) error {
+	rotated, reused := false, false
+	err := st.inTx(ctx, "rotate refresh token", func(tx pgx.Tx) error {
+		var family [16]byte
+		err := tx.QueryRow(ctx, `UPDATE refresh_tokens SET rotated_at = now()
+			WHERE user_id = $1 AND token_hash = $2
+			  AND rotated_at IS NULL AND revoked_at IS NULL AND expires_at > now()
+			RETURNING family_id`, userID, oldHash).Scan(&family)
+		if errors.Is(err, pgx.ErrNoRows) {
+			tag, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = now()
+				WHERE user_id = $1 AND revoked_at IS NULL AND family_id = (
+					SELECT family_id FROM refresh_tokens
+					WHERE user_id = $1 AND token_hash = $2 AND rotated_at IS NOT NULL)`, userID, oldHash)
+			if err != nil {
+				return err
+			}
+			reused = tag.RowsAffected() > 0
+			return nil // commit the revocation; the caller still answers invalid_token
+		} else if err != nil {
+			return err
+		}
+		next.FamilyID = family
+		rotated = true
+		return insertRefreshToken(ctx, tx, next)
+	})
+	switch {
+	case err != nil:
+		return err
+	case reused:
+		return &apiError{Status: errInvalidToken.Status, Code: errInvalidToken.Code,
+			Detail: "The refresh token was already used; every token of this login is revoked."}
+	case !rotated:
+		return errInvalidToken
+	}
+	return nil
+}
+
+// RevokeRefreshToken revokes one live refresh token (logout); invalid_token when it is
+// unknown, expired, revoked or rotated.
+func (st *Store) RevokeRefreshToken(ctx context.Context, userID int64, hash []byte) error {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	tag, err := st.pool.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = now()
+		WHERE user_id = $1 AND token_hash = $2
+		  AND rotated_at IS NULL AND revoked_at IS NULL AND expires_at > now()`, userID, hash)
+	if err != nil {
+		return fmt.Errorf("revoke refresh token: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return errInvalidToken
+	}
+	return nil
+}
+
+// ---- tasks ----
+
+const taskColumns = `id, user_id, title, description, completed, priority, tags, due_date,
+	created_at, updated_at, completed_at, version`
+
+func scanTask(row pgx.CollectableRow) (Task, error) {
+	var t Task
+	err := row.Scan(&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority, &t.Tags,
+		&t.DueDate, &t.CreatedAt, &t.UpdatedAt, &t.CompletedAt, &t.Version)
+	return t, err
+}
+
+func collectTask(rows pgx.Rows, err error) (Task, error) {
+	if err != nil {
+		return Task{}, err
+	}
+	return pgx.CollectExactlyOneRow(rows, scanTask)
+}
+
+const insertTaskSQL = `INSERT INTO tasks (user_id, title, description, completed, priority, tags, due_date, completed_at)
+	VALUES (@user_id, @title, @description, @completed, @priority, @tags, @due_date,
+		CASE WHEN @completed THEN now() END)
+	RETURNING ` + taskColumns
+
+func insertTaskArgs(userID int64, c taskChange) pgx.StrictNamedArgs {
+	return pgx.StrictNamedArgs{"user_id": userID, "title": c.Title, "description": c.Description,
+		"completed": c.Completed, "priority": c.Priority, "tags": c.Tags, "due_date": c.DueDate}
+}
+
+// CreateTask inserts a task for the user.
+func (st *Store) CreateTask(ctx context.Context, userID int64, c taskChange) (Task, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	t, err := collectTask(st.pool.Query(ctx, insertTaskSQL, insertTaskArgs(userID, c)))
+	if err != nil {
+		return Task{}, fmt.Errorf("create task: %w", err)
+	}
+	return t, nil
+}
+
+// idempotentAnswer is the remembered first answer to a create with an Idempotency-Key.
+type idempotentAnswer struct {
+	Status int
+	Body   []byte
+}
+
+// idempotencyTTL is how long a key is remembered; the contract asks for at least 24 hours.
+const idempotencyTTL = "24 hours"
+
+// CreateTaskOnce creates the task unless the user already used key: then it returns the
+// first answer when requestHash matches, or idempotency_key_reused. A racing repeat waits
+// on the key's row until the first commits (or aborts, and then creates in its stead).
+// render makes the answer to remember from the new task.
+func (st *Store) CreateTaskOnce(ctx context.Context, userID int64, key string, requestHash []byte,
+	c taskChange, render func(Task) (idempotentAnswer, error)) (idempotentAnswer, error) {
+	var ans idempotentAnswer
+	err := st.inTx(ctx, "create task once", func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM idempotency_keys
+			WHERE user_id = $1 AND created_at < now() - interval '`+idempotencyTTL+`'`, userID); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, request_hash, status, response)
+			VALUES ($1, $2, $3, 0, '') ON CONFLICT (user_id, key) DO NOTHING`, userID, key, requestHash)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			var hash []byte
+			err := tx.QueryRow(ctx, `SELECT request_hash, status, response FROM idempotency_keys
+				WHERE user_id = $1 AND key = $2`, userID, key).Scan(&hash, &ans.Status, &ans.Body)
+			if err != nil {
+				return err
+			}
+			if string(hash) != string(requestHash) {
+				return errIdempotencyReuse
+			}
+			return nil
+		}
+		t, err := collectTask(tx.Query(ctx, insertTaskSQL, insertTaskArgs(userID, c)))
+		if err != nil {
+			return err
+		}
+		if ans, err = render(t); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE idempotency_keys SET status = $3, response = $4
+			WHERE user_id = $1 AND key = $2`, userID, key, ans.Status, ans.Body)
+		return err
+	})
+	return ans, err
+}
+
+// FindTask returns the user's task, or not_found. Another user's task reads as missing.
+func (st *Store) FindTask(ctx context.Context, userID, id int64) (Task, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	t, err := collectTask(st.pool.Query(ctx, `SELECT `+taskColumns+` FROM tasks
+		WHERE user_id = $1 AND id = $2`, userID, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Task{}, notFound("task")
+	} else if err != nil {
+		return Task{}, fmt.Errorf("find task %d: %w", id, err)
+	}
+	return t, nil
+}
+
+// The new value of each column under a taskChange; the version moves only when one of
+// them differs, so that an ETag stays while the task is unchanged.
+const (
+	newTitle       = `CASE WHEN @set_title THEN @title::text ELSE title END`
+	newDescription = `CASE WHEN @set_description THEN @description::text ELSE description END`
+	newCompleted   = `CASE WHEN @toggle THEN NOT completed WHEN @set_completed THEN @completed::boolean ELSE completed END`
+	newPriority    = `CASE WHEN @set_priority THEN @priority::smallint ELSE priority END`
+	newTags        = `CASE WHEN @set_tags THEN @tags::text[] ELSE tags END`
+	newDueDate     = `CASE WHEN @set_due_date THEN @due_date::timestamptz ELSE due_date END`
+	taskChanged    = `((` + newTitle + `), (` + newDescription + `), (` + newCompleted + `), (` + newPriority +
+		`), (` + newTags + `), (` + newDueDate + `)) IS DISTINCT FROM
+		(title, description, completed, priority, tags, due_date)`
+	// ifMatches is the optimistic-concurrency check, inside the statement so that of
+	// concurrent writers holding one ETag exactly one wins.
+	ifMatches = `(@if_match::bigint[] IS NULL OR version = ANY (@if_match::bigint[]))`
+
+	updateTaskSQL = `UPDATE tasks SET
+		title = ` + newTitle + `,
+		description = ` + newDescription + `,
+		completed = ` + newCompleted + `,
+		priority = ` + newPriority + `,
+		tags = ` + newTags + `,
+		due_date = ` + newDueDate + `,
+		completed_at = CASE WHEN NOT (` + newCompleted + `) THEN NULL
+			WHEN completed THEN completed_at ELSE now() END,
+		updated_at = CASE WHEN ` + taskChanged + ` THEN now() ELSE updated_at END,
+		version = version + CASE WHEN ` + taskChanged + ` THEN 1 ELSE 0 END
+	WHERE user_id = @user_id AND id = @id AND ` + ifMatches + `
+	RETURNING ` + taskColumns
+)
+
+// UpdateTask applies c to the user's task. ifMatch holds the acceptable versions (nil:
+// any). not_found when the task is missing or another user's; precondition_failed when
+// it exists at another version.
+func (st *Store) UpdateTask(ctx context.Context, userID, id int64, c taskChange, ifMatch []int64) (Task, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	t, err := collectTask(st.pool.Query(ctx, updateTaskSQL, pgx.StrictNamedArgs{
+		"user_id": userID, "id": id, "if_match": ifMatch,
+		"set_title": c.SetTitle, "title": c.Title,
+		"set_description": c.SetDescription, "description": c.Description,
+		"toggle": c.Toggle, "set_completed": c.SetCompleted, "completed": c.Completed,
+		"set_priority": c.SetPriority, "priority": c.Priority,
+		"set_tags": c.SetTags, "tags": c.Tags,
+		"set_due_date": c.SetDueDate, "due_date": c.DueDate,
+	}))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Task{}, st.missOrStale(ctx, userID, id, ifMatch)
+	} else if err != nil {
+		return Task{}, fmt.Errorf("update task %d: %w", id, err)
+	}
+	return t, nil
+}
+
+// missOrStale tells why a conditional write touched no row: the task is not the user's
+// (not_found), or it is at another version (precondition_failed).
+func (st *Store) missOrStale(ctx context.Context, userID, id int64, ifMatch []int64) error {
+	if ifMatch == nil {
+		return notFound("task")
+	}
+	var exists bool
+	err := st.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tasks WHERE user_id = $1 AND id = $2)`,
+		userID, id).Scan(&exists)
+	switch {
+	case err != nil:
+		return fmt.Errorf("check task %d: %w", id, err)
+	case exists:
+		return errPrecondition
+	}
+	return notFound("task")
+}
+
+// DeleteTask deletes the user's task under the same rules as UpdateTask.
+func (st *Store) DeleteTask(ctx context.Context, userID, id int64, ifMatch []int64) error {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	tag, err := st.pool.Exec(ctx, `DELETE FROM tasks WHERE user_id = @user_id AND id = @id AND `+ifMatches,
+		pgx.StrictNamedArgs{"user_id": userID, "id": id, "if_match": ifMatch})
+	if err != nil {
+		return fmt.Errorf("delete task %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return st.missOrStale(ctx, userID, id, ifMatch)
+	}
+	return nil
+}
+
+// filterWhere is the WHERE of every list and bulk statement: always the caller's own
+// tasks, narrowed by the filters that are set (a NULL parameter is a filter not set).
+const filterWhere = `user_id = @user_id
+	AND (@completed::boolean IS NULL OR completed = @completed::boolean)
+	AND (@q::text IS NULL OR title ILIKE @q::text OR description ILIKE @q::text)
+	AND (@priority::smallint IS NULL OR priority = @priority::smallint)
+	AND (@tag::text IS NULL OR tags @> ARRAY[@tag::text])
+	AND (@due_before::timestamptz IS NULL OR due_date < @due_before::timestamptz)
+	AND (@due_after::timestamptz IS NULL OR due_date >= @due_after::timestamptz)`
+
+func filterArgs(userID int64, f taskFilter) pgx.NamedArgs {
+	return pgx.NamedArgs{"user_id": userID, "completed": f.Completed, "q": f.likePattern(),
+		"priority": f.Priority, "tag": f.Tag, "due_before": f.DueBefore, "due_after": f.DueAfter}
+}
+
+// sortColumns gives, per sort key, the ordered expression (the one its index holds) for
+// ascending and descending order, and the parameter that holds a cursor's position.
+var sortColumns = map[string]struct{ asc, desc, param string }{
+	"created_at": {`created_at`, `created_at`, `@k_time::timestamptz`},
+	"updated_at": {`updated_at`, `updated_at`, `@k_time::timestamptz`},
+	"priority":   {`priority`, `priority`, `@k_int::smallint`},
+	"title":      {`title`, `title`, `@k_text::text`},
+	// Tasks without a due date come last both ways: +infinity ascending, -infinity descending.
+	"due_date": {`coalesce(due_date, 'infinity'::timestamptz)`, `coalesce(due_date, '-infinity'::timestamptz)`,
+		`coalesce(@k_time::timestamptz, 'infinity'::timestamptz)`},
+}
+
+type listStatementKey struct {
+	sort        string
+	desc, after bool
+	offset      bool
+}
+
+// listStatements holds every list statement, assembled once from the constant fragments
+// above: one per sort key, direction, and whether it starts after a cursor or an offset.
+var listStatements = func() map[listStatementKey]string {
+	m := map[listStatementKey]string{}
+	for key, col := range sortColumns {
+		for _, desc := range []bool{false, true} {
+			expr, dir, cmp, param := col.asc, "ASC", ">", col.param
+			if desc {
+				expr, dir, cmp = col.desc, "DESC", "<"
+				if key == "due_date" {
+					param = `coalesce(@k_time::timestamptz, '-infinity'::timestamptz)`
+				}
+			}
+			base := `SELECT ` + taskColumns + ` FROM tasks WHERE ` + filterWhere
+			order := ` ORDER BY ` + expr + ` ` + dir + `, id ` + dir + ` LIMIT @limit`
+			m[listStatementKey{key, desc, false, false}] = base + order
+			m[listStatementKey{key, desc, true, false}] = base +
+				` AND (` + expr + `, id) ` + cmp + ` (` + param + `, @k_id::bigint)` + order
+			m[listStatementKey{key, desc, false, true}] = base + order + ` OFFSET @offset`
+		}
+	}
+	return m
+}()
+
+// ListTasks returns one page of the user's tasks matching q, and how many match in all.
+// A cursor page is a range scan of the sort key's index, so its depth costs nothing.
+// Both statements go in one round trip.
+func (st *Store) ListTasks(ctx context.Context, userID int64, q listQuery) ([]Task, int64, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	args := filterArgs(userID, q.taskFilter)
+	args["limit"] = q.Limit
+	key := listStatementKey{sort: q.Sort, desc: q.Desc}
+	switch {
+	case q.After != nil:
+		key.after = true
+		args["k_time"], args["k_int"], args["k_text"], args["k_id"] = q.After.Time, q.After.Int, q.After.Text, q.After.ID
+	case q.Offset > 0:
+		key.offset = true
+		args["offset"] = q.Offset
+	}
+	var (
+		tasks []Task
+		total int64
+		batch pgx.Batch
+	)
+	batch.Queue(listStatements[key], args).Query(func(rows pgx.Rows) error {
+		var err error
+		tasks, err = pgx.CollectRows(rows, scanTask)
+		return err
+	})
+	batch.Queue(`SELECT count(*) FROM tasks WHERE `+filterWhere, filterArgs(userID, q.taskFilter)).
+		QueryRow(func(row pgx.Row) error { return row.Scan(&total) })
+	if err := st.pool.SendBatch(ctx, &batch).Close(); err != nil {
+		return nil, 0, fmt.Errorf("list tasks: %w", err)
+	}
+	return tasks, total, nil
+}
+
+// DeleteCompletedTasks deletes the user's completed tasks that match f, and counts them.
+func (st *Store) DeleteCompletedTasks(ctx context.Context, userID int64, f taskFilter) (int64, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	tag, err := st.pool.Exec(ctx, `DELETE FROM tasks WHERE `+filterWhere+` AND completed`, filterArgs(userID, f))
+	if err != nil {
+		return 0, fmt.Errorf("delete completed tasks: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// SetTasksCompleted sets completed on every task of the user matching f, and counts the
+// tasks whose state changed.
+func (st *Store) SetTasksCompleted(ctx context.Context, userID int64, f taskFilter, completed bool) (int64, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	args := filterArgs(userID, f)
+	args["done"] = completed
+	tag, err := st.pool.Exec(ctx, `UPDATE tasks SET completed = @done::boolean,
+			completed_at = CASE WHEN @done::boolean THEN now() END,
+			updated_at = now(), version = version + 1
+		WHERE `+filterWhere+` AND completed <> @done::boolean`, args)
+	if err != nil {
+		return 0, fmt.Errorf("set tasks completed: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// taskStats is the answer of GET /api/v1/tasks/stats.
+type taskStats struct {
+	Total     int64 `json:"total"`
+	Completed int64 `json:"completed"`
+	Pending   int64 `json:"pending"`
+	Overdue   int64 `json:"overdue"`
+}
+
+// TaskStats counts the user's tasks; overdue means not completed and due before now.
+func (st *Store) TaskStats(ctx context.Context, userID int64) (taskStats, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	var s taskStats
+	err := st.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE completed),
+			count(*) FILTER (WHERE NOT completed AND due_date < now())
+		FROM tasks WHERE user_id = $1`, userID).Scan(&s.Total, &s.Completed, &s.Overdue)
+	if err != nil {
+		return taskStats{}, fmt.Errorf("task stats: %w", err)
+	}
+	s.Pending = s.Total - s.Completed
+	return s, nil
+}
