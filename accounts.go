@@ -100,7 +100,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	}
 	nameValue := cleanName(&b.errs, name)
 	if len(b.errs) > 0 {
-		return validationFailed(b.errs)
+		return validationFailed(b.errs.inOrder("email", "password", "name"))
 	}
 	hash, err := s.auth.hashPassword(r.Context(), *password.Value)
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -131,6 +132,21 @@ func (fe fieldErrors) has(field string) bool {
 		}
 	}
 	return false
+}
+
+// inOrder sorts the errors by the order the fields are listed in, so that a type error
+// found while reading does not jump ahead of a rule broken by an earlier field.
+func (fe fieldErrors) inOrder(names ...string) fieldErrors {
+	rank := func(f string) int {
+		for i, n := range names {
+			if n == f {
+				return i
+			}
+		}
+		return len(names)
+	}
+	slices.SortStableFunc(fe, func(a, b fieldError) int { return rank(a.Field) - rank(b.Field) })
+	return fe
 }
 
 // field decodes the named field as a T; a value of the wrong JSON type is a field error.
@@ -285,6 +301,7 @@ func (in taskInput) change(mode writeMode, errs *fieldErrors) taskChange {
 		}
 		c.DueDate = &d
 	}
+	errs.inOrder("title", "description", "completed", "priority", "tags", "due_date")
 	return c
 }
 
