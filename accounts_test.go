@@ -316,8 +316,10 @@ func TestAccessTokenVerification(t *testing.T) {
 	env := newTestEnv(t)
 	_, user := env.registerUser("tokens@example.com")
 	secret := env.cfg.JWTSecret
-	now := time.Now()
+	// Tokens are signed when each subtest runs, not when the table is built: parallel
+	// subtests may start long after, and the leeway cases are relative to now.
 	valid := func() jwt.MapClaims {
+		now := time.Now()
 		return jwt.MapClaims{"sub": strconv.FormatInt(user.ID, 10), "user_id": user.ID, "email": "tokens@example.com",
 			"iss": "todo-api", "aud": "todo-api", "iat": now.Unix(), "nbf": now.Unix(),
 			"exp": now.Add(time.Minute).Unix(), "jti": "x"}
@@ -331,32 +333,52 @@ func TestAccessTokenVerification(t *testing.T) {
 		}
 		return c
 	}
-	noneToken, _ := jwt.NewWithClaims(jwt.SigningMethodNone, valid()).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	sign := func(m jwt.SigningMethod, key any, c func() jwt.MapClaims) func() string {
+		return func() string { return signToken(t, m, key, c()) }
+	}
+	hs := func(k string, v func() any) func() string {
+		return sign(jwt.SigningMethodHS256, secret, func() jwt.MapClaims {
+			var val any
+			if v != nil {
+				val = v()
+			}
+			return with(k, val)
+		})
+	}
+	at := func(d time.Duration) func() any { return func() any { return time.Now().Add(d).Unix() } }
+	is := func(v any) func() any { return func() any { return v } }
 	tests := []struct {
-		name, token, code string
+		name  string
+		token func() string
+		code  string
 	}{
-		{"valid", signToken(t, jwt.SigningMethodHS256, secret, valid()), ""},
-		{"within leeway", signToken(t, jwt.SigningMethodHS256, secret, with("exp", now.Add(-30*time.Second).Unix())), ""},
-		{"expired", signToken(t, jwt.SigningMethodHS256, secret, with("exp", now.Add(-2*time.Minute).Unix())), "token_expired"},
-		{"not yet valid", signToken(t, jwt.SigningMethodHS256, secret, with("nbf", now.Add(5*time.Minute).Unix())), "invalid_token"},
-		{"wrong issuer", signToken(t, jwt.SigningMethodHS256, secret, with("iss", "someone-else")), "invalid_token"},
-		{"no issuer", signToken(t, jwt.SigningMethodHS256, secret, with("iss", nil)), "invalid_token"},
-		{"wrong audience", signToken(t, jwt.SigningMethodHS256, secret, with("aud", "other-api")), "invalid_token"},
-		{"no audience", signToken(t, jwt.SigningMethodHS256, secret, with("aud", nil)), "invalid_token"},
-		{"no expiry", signToken(t, jwt.SigningMethodHS256, secret, with("exp", nil)), "invalid_token"},
-		{"alg none", noneToken, "invalid_token"},
-		{"wrong key", signToken(t, jwt.SigningMethodHS256, []byte(strings.Repeat("w", 40)), valid()), "invalid_token"},
-		{"other HMAC algorithm", signToken(t, jwt.SigningMethodHS512, secret, valid()), "invalid_token"},
-		{"sub and user_id disagree", signToken(t, jwt.SigningMethodHS256, secret, with("user_id", user.ID+1)), "invalid_token"},
-		{"unknown user", signToken(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "999999", "user_id": 999999,
-			"iss": "todo-api", "aud": "todo-api", "exp": now.Add(time.Minute).Unix()}), "invalid_token"},
-		{"malformed", "not.a.jwt", "invalid_token"},
-		{"garbage", "garbage", "invalid_token"},
+		{"valid", sign(jwt.SigningMethodHS256, secret, valid), ""},
+		{"within leeway", hs("exp", at(-30*time.Second)), ""},
+		{"expired", hs("exp", at(-2*time.Minute)), "token_expired"},
+		{"not yet valid", hs("nbf", at(5*time.Minute)), "invalid_token"},
+		{"wrong issuer", hs("iss", is("someone-else")), "invalid_token"},
+		{"no issuer", hs("iss", nil), "invalid_token"},
+		{"wrong audience", hs("aud", is("other-api")), "invalid_token"},
+		{"no audience", hs("aud", nil), "invalid_token"},
+		{"no expiry", hs("exp", nil), "invalid_token"},
+		{"alg none", func() string {
+			s, _ := jwt.NewWithClaims(jwt.SigningMethodNone, valid()).SignedString(jwt.UnsafeAllowNoneSignatureType)
+			return s
+		}, "invalid_token"},
+		{"wrong key", sign(jwt.SigningMethodHS256, []byte(strings.Repeat("w", 40)), valid), "invalid_token"},
+		{"other HMAC algorithm", sign(jwt.SigningMethodHS512, secret, valid), "invalid_token"},
+		{"sub and user_id disagree", hs("user_id", is(user.ID+1)), "invalid_token"},
+		{"unknown user", sign(jwt.SigningMethodHS256, secret, func() jwt.MapClaims {
+			return jwt.MapClaims{"sub": "999999", "user_id": 999999, "iss": "todo-api", "aud": "todo-api",
+				"exp": time.Now().Add(time.Minute).Unix()}
+		}), "invalid_token"},
+		{"malformed", func() string { return "not.a.jwt" }, "invalid_token"},
+		{"garbage", func() string { return "garbage" }, "invalid_token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := env.do("GET", "/api/v1/auth/me", "", tt.token)
+			r := env.do("GET", "/api/v1/auth/me", "", tt.token())
 			if tt.code == "" {
 				r.want(200, "")
 				return

@@ -42,6 +42,7 @@ type betterAuth struct {
 	keys        map[string]jwk // by kid
 	fetchMu     sync.Mutex     // one fetch at a time; waiters then see its result
 	lastAttempt time.Time
+	staleAfter  time.Duration // jwksStaleAfter; tests shorten it
 }
 
 // jwk is one usable key of the set: the public key and the one algorithm it may verify.
@@ -50,9 +51,9 @@ type jwk struct {
 	key any
 }
 
-// staleAfter is how old the cached set may grow before a token's use refreshes it, so
+// jwksStaleAfter is how old the cached set may grow before a token's use refreshes it, so
 // that a key removed from the set stops working; a failed refresh keeps the cache.
-const staleAfter = 10 * time.Minute
+const jwksStaleAfter = 10 * time.Minute
 
 func newBetterAuth(cfg Config, log *slog.Logger) *betterAuth {
 	ba := &betterAuth{
@@ -67,18 +68,21 @@ func newBetterAuth(cfg Config, log *slog.Logger) *betterAuth {
 		refreshEvery:   cfg.JWKSRefreshEvery,
 		client:         &http.Client{Timeout: 3 * time.Second},
 		keys:           map[string]jwk{},
+		staleAfter:     jwksStaleAfter,
 	}
 	return ba
 }
 
 // baClaims are the claims read from a Better Auth token. A token minted by a frontend
-// may name its user in user_id or id instead of sub.
+// may name its user in user_id or id instead of sub. Email and name are read as any
+// JSON value, so that a profile claim of an unexpected type is dropped instead of
+// refusing a correctly signed token.
 type baClaims struct {
 	jwt.RegisteredClaims
-	AltUserID any     `json:"user_id"`
-	AltID     any     `json:"id"`
-	Email     *string `json:"email"`
-	Name      *string `json:"name"`
+	AltUserID any `json:"user_id"`
+	AltID     any `json:"id"`
+	Email     any `json:"email"`
+	Name      any `json:"name"`
 }
 
 func (c *baClaims) subject() string {
@@ -89,9 +93,11 @@ func (c *baClaims) subject() string {
 		switch v := v.(type) {
 		case string:
 			return v
-		case float64:
-			if v == float64(int64(v)) {
-				return strconv.FormatInt(int64(v), 10)
+		case json.Number:
+			// Read as a number literal (jwt.WithJSONNumber), not a float64, so that ids
+			// beyond 2^53 stay distinct; only whole numbers name a user.
+			if n, err := strconv.ParseInt(v.String(), 10, 64); err == nil {
+				return strconv.FormatInt(n, 10)
 			}
 		}
 	}
@@ -110,7 +116,8 @@ func (ba *betterAuth) authenticate(ctx context.Context, st *Store, token string,
 	)
 	switch {
 	case pk.Alg == "HS256" && len(ba.secret) > 0:
-		opts := []jwt.ParserOption{jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithLeeway(ba.leeway)}
+		opts := []jwt.ParserOption{jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(),
+			jwt.WithLeeway(ba.leeway), jwt.WithJSONNumber()}
 		if ba.secretIssuer != "" {
 			opts = append(opts, jwt.WithIssuer(ba.secretIssuer))
 		}
@@ -122,7 +129,7 @@ func (ba *betterAuth) authenticate(ctx context.Context, st *Store, token string,
 		issuer = orDefault(c.Issuer, orDefault(ba.issuer, "better-auth"))
 	case ba.jwksURL != "":
 		opts := []jwt.ParserOption{jwt.WithValidMethods(asymmetricAlgs), jwt.WithExpirationRequired(),
-			jwt.WithLeeway(ba.leeway), jwt.WithIssuer(ba.issuer)}
+			jwt.WithLeeway(ba.leeway), jwt.WithIssuer(ba.issuer), jwt.WithJSONNumber()}
 		if ba.audience != "" {
 			opts = append(opts, jwt.WithAudience(ba.audience))
 		}
@@ -147,12 +154,14 @@ func (ba *betterAuth) authenticate(ctx context.Context, st *Store, token string,
 	return principal{UserID: id, Subject: sub}, nil
 }
 
-// claimText keeps a profile claim only if it fits the users table, trimmed to max runes.
-func claimText(s *string, maxRunes int) *string {
-	if s == nil || !utf8.ValidString(*s) || strings.ContainsRune(*s, 0) {
+// claimText keeps a profile claim only if it is text that fits the users table, trimmed
+// to max runes.
+func claimText(claim any, maxRunes int) *string {
+	s, ok := claim.(string)
+	if !ok || !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
 		return nil
 	}
-	v, _ := cleanText(*s)
+	v, _ := cleanText(s)
 	if v == "" {
 		return nil
 	}
@@ -200,7 +209,7 @@ func (k jwk) allows(alg string) bool {
 func (ba *betterAuth) lookup(ctx context.Context, kid string) (jwk, bool) {
 	ba.mu.RLock()
 	k, ok := ba.keys[kid]
-	fresh := time.Since(ba.lastAttempt) < staleAfter
+	fresh := time.Since(ba.lastAttempt) < ba.staleAfter
 	ba.mu.RUnlock()
 	if ok && fresh {
 		return k, true

@@ -191,6 +191,12 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	// with BETTER_AUTH_SECRET are not checked for them (see betterauth.go).
 	c.BetterAuthIssuer = getenv("BETTER_AUTH_ISSUER")
 	c.BetterAuthAudience = getenv("BETTER_AUTH_AUDIENCE")
+	if c.JWKSRefreshEvery < time.Second {
+		bad("BETTER_AUTH_JWKS_REFRESH", "must be at least 1s, so unknown key ids cannot flood the JWKS endpoint")
+	}
+	if c.BetterAuthJWKSURL != "" && c.BetterAuthURL == "" && c.BetterAuthIssuer == "" {
+		bad("BETTER_AUTH_JWKS_URL", "needs BETTER_AUTH_URL or BETTER_AUTH_ISSUER, the issuer its tokens are checked against")
+	}
 	if c.BetterAuthJWKSURL != "" {
 		if u, err := url.Parse(c.BetterAuthJWKSURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("BETTER_AUTH_JWKS_URL", "must be an http(s) URL")

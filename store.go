@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -150,6 +152,12 @@ func (st *Store) CreateUser(ctx context.Context, email string, name *string, has
 
 // FindLocalUserByEmail returns the local account and its password hash, or not_found.
 func (st *Store) FindLocalUserByEmail(ctx context.Context, email string) (User, string, error) {
+	if strings.ContainsRune(email, 0) || !utf8.ValidString(email) {
+		// PostgreSQL text holds neither NUL nor invalid UTF-8 (which a form login's
+		// %-escapes can produce), so no account has such an email; asking would be an
+		// error rather than a miss.
+		return User{}, "", notFound("user")
+	}
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
 	var u User
@@ -275,7 +283,8 @@ func (st *Store) DeleteUser(ctx context.Context, id int64) error {
 }
 
 // UpsertExternalUser finds or creates the user bound to (issuer, subject), refreshing the
-// email and name the token carries. Concurrent first requests meet in ON CONFLICT.
+// email and name the token carries (a token without them leaves the stored ones).
+// Concurrent first requests meet in ON CONFLICT.
 func (st *Store) UpsertExternalUser(ctx context.Context, issuer, subject string, email, name *string) (int64, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
@@ -284,8 +293,10 @@ func (st *Store) UpsertExternalUser(ctx context.Context, issuer, subject string,
 	const q = `WITH up AS (
 			INSERT INTO users (issuer, subject, email, name) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (issuer, subject) WHERE issuer IS NOT NULL DO UPDATE
-				SET email = EXCLUDED.email, name = EXCLUDED.name, updated_at = now()
-				WHERE (users.email, users.name) IS DISTINCT FROM (EXCLUDED.email, EXCLUDED.name)
+				SET email = coalesce(EXCLUDED.email, users.email), name = coalesce(EXCLUDED.name, users.name),
+					updated_at = now()
+				WHERE (users.email, users.name) IS DISTINCT FROM
+					(coalesce(EXCLUDED.email, users.email), coalesce(EXCLUDED.name, users.name))
 			RETURNING id)
 		SELECT id FROM up
 		UNION ALL
