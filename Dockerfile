@@ -3,7 +3,8 @@ FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
-COPY *.go schema.sql ./
+COPY *.go schema.sql openapi.json ./
+COPY docs/ ./docs/
 RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/todo .
 
 # Run: distroless static, as a non-root user. The binary embeds schema.sql.

@@ -29,6 +29,7 @@ type Server struct {
 	auth    *Authenticator
 	limits  *rateLimits
 	handler http.Handler
+	routed  []string // every pattern registered, in order (see route)
 }
 
 // NewServer wires the routes and middleware around the given dependencies.
@@ -44,37 +45,44 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 
 // routes is the contract on one screen, in contract order.
 func (s *Server) routes(mux *http.ServeMux) {
-	mux.Handle("POST /api/v1/auth/register", s.handle(s.handleRegister))
-	mux.Handle("POST /api/v1/auth/login", s.handle(s.handleLogin))
-	mux.Handle("POST /api/v1/auth/refresh", s.handle(s.handleRefresh))
-	mux.Handle("POST /api/v1/auth/logout", s.handle(s.handleLogout))
-	mux.Handle("GET /api/v1/auth/me", s.authed(s.handleMe))
-	mux.Handle("PATCH /api/v1/auth/me", s.authed(s.handleMeUpdate))
-	mux.Handle("POST /api/v1/auth/password", s.authed(s.handlePasswordChange))
-	mux.Handle("DELETE /api/v1/auth/me", s.authed(s.handleMeDelete))
+	s.route(mux, "POST /api/v1/auth/register", s.handle(s.handleRegister))
+	s.route(mux, "POST /api/v1/auth/login", s.handle(s.handleLogin))
+	s.route(mux, "POST /api/v1/auth/refresh", s.handle(s.handleRefresh))
+	s.route(mux, "POST /api/v1/auth/logout", s.handle(s.handleLogout))
+	s.route(mux, "GET /api/v1/auth/me", s.authed(s.handleMe))
+	s.route(mux, "PATCH /api/v1/auth/me", s.authed(s.handleMeUpdate))
+	s.route(mux, "POST /api/v1/auth/password", s.authed(s.handlePasswordChange))
+	s.route(mux, "DELETE /api/v1/auth/me", s.authed(s.handleMeDelete))
 
-	mux.Handle("POST /api/v1/tasks", s.authed(s.handleTaskCreate))
-	mux.Handle("GET /api/v1/tasks", s.authed(s.handleTaskList))
-	mux.Handle("GET /api/v1/tasks/stats", s.authed(s.handleTaskStats)) // literal beats {id}
-	mux.Handle("GET /api/v1/tasks/{id}", s.authed(s.handleTaskGet))
-	mux.Handle("PUT /api/v1/tasks/{id}", s.authed(s.handleTaskReplace))
-	mux.Handle("PATCH /api/v1/tasks/{id}", s.authed(s.handleTaskUpdate))
-	mux.Handle("PATCH /api/v1/tasks/{id}/complete", s.authed(s.handleTaskComplete))
-	mux.Handle("DELETE /api/v1/tasks/{id}", s.authed(s.handleTaskDelete))
-	mux.Handle("DELETE /api/v1/tasks", s.authed(s.handleTaskBulkDelete))
-	mux.Handle("PATCH /api/v1/tasks", s.authed(s.handleTaskBulkComplete))
+	s.route(mux, "POST /api/v1/tasks", s.authed(s.handleTaskCreate))
+	s.route(mux, "GET /api/v1/tasks", s.authed(s.handleTaskList))
+	s.route(mux, "GET /api/v1/tasks/stats", s.authed(s.handleTaskStats)) // literal beats {id}
+	s.route(mux, "GET /api/v1/tasks/{id}", s.authed(s.handleTaskGet))
+	s.route(mux, "PUT /api/v1/tasks/{id}", s.authed(s.handleTaskReplace))
+	s.route(mux, "PATCH /api/v1/tasks/{id}", s.authed(s.handleTaskUpdate))
+	s.route(mux, "PATCH /api/v1/tasks/{id}/complete", s.authed(s.handleTaskComplete))
+	s.route(mux, "DELETE /api/v1/tasks/{id}", s.authed(s.handleTaskDelete))
+	s.route(mux, "DELETE /api/v1/tasks", s.authed(s.handleTaskBulkDelete))
+	s.route(mux, "PATCH /api/v1/tasks", s.authed(s.handleTaskBulkComplete))
 
 	// Section 6: the same handlers; they tell the variant by the {user_id} path value.
-	mux.Handle("GET /api/{user_id}/tasks", s.authed(s.handleTaskList))
-	mux.Handle("POST /api/{user_id}/tasks", s.authed(s.handleTaskCreate))
-	mux.Handle("GET /api/{user_id}/tasks/{id}", s.authed(s.handleTaskGet))
-	mux.Handle("PUT /api/{user_id}/tasks/{id}", s.authed(s.handleTaskUpdate))
-	mux.Handle("DELETE /api/{user_id}/tasks/{id}", s.authed(s.handleTaskDelete))
-	mux.Handle("PATCH /api/{user_id}/tasks/{id}/complete", s.authed(s.handleTaskComplete))
+	s.route(mux, "GET /api/{user_id}/tasks", s.authed(s.handleTaskList))
+	s.route(mux, "POST /api/{user_id}/tasks", s.authed(s.handleTaskCreate))
+	s.route(mux, "GET /api/{user_id}/tasks/{id}", s.authed(s.handleTaskGet))
+	s.route(mux, "PUT /api/{user_id}/tasks/{id}", s.authed(s.handleTaskUpdate))
+	s.route(mux, "DELETE /api/{user_id}/tasks/{id}", s.authed(s.handleTaskDelete))
+	s.route(mux, "PATCH /api/{user_id}/tasks/{id}/complete", s.authed(s.handleTaskComplete))
 
-	mux.Handle("GET /healthz", s.handle(s.handleHealth))
-	mux.Handle("GET /readyz", s.handle(s.handleReady))
+	s.route(mux, "GET /healthz", s.handle(s.handleHealth))
+	s.route(mux, "GET /readyz", s.handle(s.handleReady))
 	s.docRoutes(mux)
+}
+
+// route registers h for pattern and records the pattern, so that the tests can hold the
+// API description (openapi.json) to exactly the routes served.
+func (s *Server) route(mux *http.ServeMux, pattern string, h http.Handler) {
+	s.routed = append(s.routed, pattern)
+	mux.Handle(pattern, h)
 }
 
 // handlerFunc is a handler that returns its error for writeError to answer, so that no

@@ -350,8 +350,11 @@ func parseDue(s string) (time.Time, bool) {
 		return t, err == nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
+	// Checked in UTC, the form it is stored and answered in: an offset can carry
+	// 9999-12-31 into year 10000, which no JSON answer could then encode.
+	t = t.UTC()
 	if err != nil || t.Year() < 1 || t.Year() > 9999 {
 		return time.Time{}, false
 	}
-	return t.UTC(), true
+	return t, true
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -99,18 +100,14 @@ func parseListQuery(v url.Values, hackathon bool) (listQuery, fieldErrors) {
 	}
 	if s, name := qp.get("status"); name != "" {
 		var c *bool
-		switch strings.ToLower(s) {
-		case "all":
-		case "pending":
+		switch s = strings.ToLower(s); {
+		case s == "all":
+		case s == "pending", hackathon && s == "open":
 			c = ptr(false)
-		case "completed":
+		case s == "completed", hackathon && s == "done":
 			c = ptr(true)
-		case "open", "done":
-			if hackathon {
-				c = ptr(s == "done")
-				break
-			}
-			fallthrough
+		case hackathon:
+			qp.errs.add(name, "must be one of all, pending, completed, open, done")
 		default:
 			qp.errs.add(name, "must be one of all, pending, completed")
 		}
@@ -125,6 +122,8 @@ func parseListQuery(v url.Values, hackathon bool) (listQuery, fieldErrors) {
 		switch {
 		case !ok:
 			qp.errs.add(name, "must not contain NUL characters")
+		case !utf8.ValidString(s): // a %-escape can decode to bytes PostgreSQL refuses
+			qp.errs.add(name, "must be valid UTF-8")
 		case utf8.RuneCountInString(s) > 500:
 			qp.errs.add(name, "must be at most 500 characters")
 		case s != "":
@@ -140,7 +139,7 @@ func parseListQuery(v url.Values, hackathon bool) (listQuery, fieldErrors) {
 	}
 	if s, name := qp.get(alias("tag", "tags")...); name != "" {
 		t, ok := cleanText(strings.ToLower(s))
-		if n := utf8.RuneCountInString(t); !ok || n == 0 || n > 50 {
+		if n := utf8.RuneCountInString(t); !ok || n == 0 || n > 50 || !utf8.ValidString(s) {
 			qp.errs.add(name, "must be a tag of 1 to 50 characters")
 		} else {
 			q.Tag = &t
@@ -302,8 +301,10 @@ func (a *Authenticator) decodeCursor(userID int64, q listQuery, cursor string) (
 	if !ok || len(cursor) > 2048 {
 		return nil, bad
 	}
-	mac, err := base64.RawURLEncoding.DecodeString(sig)
-	if err != nil || !hmac.Equal(mac, a.cursorMAC(userID, q, payload)) {
+	// Compared as text: decoding first would also accept other spellings of the same
+	// bytes (unused trailing bits, line breaks), so a modified cursor would pass.
+	want := base64.RawURLEncoding.EncodeToString(a.cursorMAC(userID, q, payload))
+	if !hmac.Equal([]byte(sig), []byte(want)) {
 		return nil, bad
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(payload)
@@ -592,11 +593,21 @@ func (s *Server) handleTaskDelete(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
+// filtersOnly drops the list parameters that do not apply to a bulk write (paging and
+// order), so that they are ignored like any unknown parameter rather than checked.
+func filtersOnly(v url.Values) url.Values {
+	f := maps.Clone(v)
+	for _, k := range []string{"limit", "cursor", "sort", "offset", "skip"} {
+		delete(f, k)
+	}
+	return f
+}
+
 // handleTaskBulkDelete serves DELETE /api/v1/tasks?completed=true: clears the completed
 // tasks matching the filters. Without completed=true (or status=completed) it refuses,
 // so that open tasks are never bulk-deleted.
 func (s *Server) handleTaskBulkDelete(w http.ResponseWriter, r *http.Request) error {
-	q, errs := parseListQuery(r.URL.Query(), false)
+	q, errs := parseListQuery(filtersOnly(r.URL.Query()), false)
 	if len(errs) == 0 && (q.Completed == nil || !*q.Completed) {
 		errs.add("completed", "must be true: only completed tasks can be deleted in bulk")
 	}
@@ -613,7 +624,7 @@ func (s *Server) handleTaskBulkDelete(w http.ResponseWriter, r *http.Request) er
 // handleTaskBulkComplete serves PATCH /api/v1/tasks: {"completed": bool} on every task
 // matching the filters; answers how many changed state.
 func (s *Server) handleTaskBulkComplete(w http.ResponseWriter, r *http.Request) error {
-	q, errs := parseListQuery(r.URL.Query(), false)
+	q, errs := parseListQuery(filtersOnly(r.URL.Query()), false)
 	if len(errs) > 0 {
 		return invalidQuery(errs)
 	}

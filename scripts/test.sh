@@ -19,6 +19,7 @@ CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$(mktemp -d)/todo" .
 
 echo "== Better Auth fixture (npm ci)"
 (cd testdata/betterauth && npm ci --no-audit --no-fund --loglevel=error)
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then echo "== Chromium, for the reference page test (apt-get)"; DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
 
 if [ -z "${TEST_DATABASE_URL:-}" ]; then
   PGDIR=$(mktemp -d /tmp/todo-pg.XXXXXX)
@@ -33,3 +34,4 @@ fi
 
 echo "== go test"
 go test -race -count=1 -timeout 20m "$@" ./...
+
