@@ -7,7 +7,8 @@ COPY *.go schema.sql openapi.json ./
 COPY docs/ ./docs/
 RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/todo .
 
-# Run: distroless static, as a non-root user. The binary embeds schema.sql.
+# Run: distroless static, as a non-root user. The binary embeds schema.sql, openapi.json
+# and the /docs page.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/todo /todo
 USER nonroot:nonroot
