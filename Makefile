@@ -1,4 +1,4 @@
-.PHONY: run test bench bench-quick db-stop build fuzz
+.PHONY: run test db-stop build fuzz
 
 run: ## start PostgreSQL if needed and the server on :8080
 	./scripts/run.sh
@@ -9,5 +9,9 @@ test: ## static checks, static build, all tests against a throwaway PostgreSQL
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/todo .
 
+fuzz: ## the test command with every fuzz target run for FUZZTIME each (default 1m)
+	FUZZTIME=$${FUZZTIME:-1m} ./scripts/test.sh
+
 db-stop: ## stop the cluster that `make run` started in .pgdata
 	bash -c '. scripts/pg.sh && pg_stop "$$PWD/.pgdata"'
+

@@ -112,12 +112,24 @@ func (a *Authenticator) hashPassword(ctx context.Context, password string) (stri
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
 }
 
+// acquireHashSlot waits for a hashing slot at most half the write timeout: under a flood
+// the excess answers 503 while it still can, instead of waiting past the write timeout
+// and then being hashed for a client that can no longer be answered.
 func (a *Authenticator) acquireHashSlot(ctx context.Context) error {
+	wait := 15 * time.Second
+	if a.cfg.WriteTimeout > 0 {
+		wait = a.cfg.WriteTimeout / 2
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	select {
 	case a.hashSlots <- struct{}{}:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("wait for a hashing slot: %w", ctx.Err())
+	case <-timer.C:
+		return &apiError{Status: errUnavailable.Status, Code: errUnavailable.Code, Detail: errUnavailable.Detail,
+			Err: fmt.Errorf("no hashing slot free within %v", wait)}
 	}
 }
 

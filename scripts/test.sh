@@ -35,3 +35,9 @@ fi
 echo "== go test"
 go test -race -count=1 -timeout 20m "$@" ./...
 
+# Each fuzz target for a few seconds beyond its seed corpus (go test -fuzz takes one
+# target at a time); a finding is written to testdata/fuzz/<target>/ and fails the run.
+echo "== fuzz (${FUZZTIME:-5s} each)"
+for target in FuzzJSONBodies FuzzListQuery FuzzCursor FuzzAccessToken FuzzBetterAuthToken; do
+  go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-5s}" .
+done
