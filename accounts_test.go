@@ -282,8 +282,27 @@ func TestDeleteAccount(t *testing.T) {
 	if r.Code != 204 {
 		t.Fatalf("delete = %d %s", r.Code, r.Body.String())
 	}
-	env.do("GET", "/api/v1/auth/me", "", tr.AccessToken).want(401, "invalid_token")
-	env.do("GET", "/api/v1/tasks", "", tr.AccessToken).want(401, "invalid_token")
+	// Every kind of statement a request starts with carries the user check.
+	uid := strconv.FormatInt(tr.User.ID, 10)
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", "/api/v1/auth/me", ""}, {"PATCH", "/api/v1/auth/me", `{"name":"x"}`},
+		{"POST", "/api/v1/auth/password", `{"current_password":"` + testPassword + `","new_password":"another one"}`},
+		{"DELETE", "/api/v1/auth/me", ""},
+		{"GET", "/api/v1/tasks", ""}, {"POST", "/api/v1/tasks", `{"title":"ghost"}`},
+		{"GET", "/api/v1/tasks/1", ""}, {"PATCH", "/api/v1/tasks/1", `{"title":"x"}`}, {"DELETE", "/api/v1/tasks/1", ""},
+		{"PATCH", "/api/v1/tasks/1/complete", ""}, {"GET", "/api/v1/tasks/stats", ""},
+		{"DELETE", "/api/v1/tasks?completed=true", ""}, {"PATCH", "/api/v1/tasks", `{"completed":true}`},
+		{"GET", "/api/" + uid + "/tasks", ""},
+	} {
+		r := env.do(c.method, c.path, c.body, tr.AccessToken)
+		if r.Code != 401 || r.code() != "invalid_token" {
+			t.Errorf("%s %s with a deleted user's token = %d %s", c.method, c.path, r.Code, r.Body.String())
+		}
+	}
+	r = env.do("POST", "/api/v1/tasks", `{"title":"ghost"}`, tr.AccessToken, header{"Idempotency-Key": "k1"})
+	if r.Code != 401 {
+		t.Errorf("idempotent create with a deleted user's token = %d", r.Code)
+	}
 	env.do("POST", "/api/v1/auth/refresh", `{"refresh_token":"`+tr.RefreshToken+`"}`, "").want(401, "invalid_token")
 	env.do("POST", "/api/v1/auth/login", `{"email":"gone@example.com","password":"`+testPassword+`"}`, "").want(401, "invalid_credentials")
 	var tasks, tokens int

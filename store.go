@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -126,6 +128,138 @@ func isUniqueViolation(err error) bool {
 	return errors.As(err, &pe) && pe.Code == "23505"
 }
 
+// ---- the user check that rides along ----
+
+// userCheck is the existence check owed by a request whose local access token was
+// verified without the database: the request's first statement carries it in the same
+// round trip (query, queryRow, exec, ListTasks, inTx), so that a deleted user's token is
+// refused without costing every request a round trip of its own.
+type userCheck struct {
+	id   int64
+	done bool
+}
+
+type userCheckKey struct{}
+
+const userExistsSQL = `SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND issuer IS NULL)`
+
+func withUserCheck(ctx context.Context, id int64) context.Context {
+	return context.WithValue(ctx, userCheckKey{}, &userCheck{id: id})
+}
+
+// pendingUserCheck is the request's check if it has not run yet.
+func pendingUserCheck(ctx context.Context) *userCheck {
+	if uc, ok := ctx.Value(userCheckKey{}).(*userCheck); ok && !uc.done {
+		return uc
+	}
+	return nil
+}
+
+// settle reads the check's answer: invalid_token when the user no longer exists.
+func (uc *userCheck) settle(row pgx.Row) error {
+	var ok bool
+	if err := row.Scan(&ok); err != nil {
+		return fmt.Errorf("check user %d: %w", uc.id, err)
+	}
+	if !ok {
+		return tokenError(errors.New("user no longer exists"))
+	}
+	uc.done = true
+	return nil
+}
+
+// query runs sql, preceded in the same round trip by the request's pending user check.
+// Both run in one implicit transaction: when the user is gone, the statement's effect
+// (at most a failed insert, since their tasks went with them) is discarded with it.
+func (st *Store) query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	uc := pendingUserCheck(ctx)
+	if uc == nil {
+		return st.pool.Query(ctx, sql, args...)
+	}
+	var b pgx.Batch
+	b.Queue(userExistsSQL, uc.id)
+	b.Queue(sql, args...)
+	br := st.pool.SendBatch(ctx, &b)
+	if err := uc.settle(br.QueryRow()); err != nil {
+		br.Close()
+		return nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		br.Close()
+		return nil, err
+	}
+	return &batchRows{Rows: rows, br: br}, nil
+}
+
+// batchRows are the rows of a batch's last statement; closing them closes the batch.
+type batchRows struct {
+	pgx.Rows
+	br  pgx.BatchResults
+	err error
+}
+
+func (r *batchRows) Close() {
+	r.Rows.Close()
+	if r.br != nil {
+		r.err = r.br.Close()
+		r.br = nil
+	}
+}
+
+func (r *batchRows) Err() error {
+	if err := r.Rows.Err(); err != nil {
+		return err
+	}
+	return r.err
+}
+
+// queryRow is query for one row, as pgx's QueryRow.
+func (st *Store) queryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	rows, err := st.query(ctx, sql, args...)
+	return &firstRow{rows: rows, err: err}
+}
+
+type firstRow struct {
+	rows pgx.Rows
+	err  error
+}
+
+func (r *firstRow) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	r.rows.Close()
+	return r.rows.Err()
+}
+
+// exec is query for statements without rows.
+func (st *Store) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	uc := pendingUserCheck(ctx)
+	if uc == nil {
+		return st.pool.Exec(ctx, sql, args...)
+	}
+	var b pgx.Batch
+	b.Queue(userExistsSQL, uc.id)
+	b.Queue(sql, args...)
+	br := st.pool.SendBatch(ctx, &b)
+	defer br.Close()
+	if err := uc.settle(br.QueryRow()); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return br.Exec()
+}
+
 // ---- users ----
 
 const userColumns = `id, email, name, created_at, issuer, subject`
@@ -177,26 +311,13 @@ func (st *Store) FindLocalUserByEmail(ctx context.Context, email string) (User, 
 func (st *Store) FindUser(ctx context.Context, id int64) (User, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	u, err := scanUser(st.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, id))
+	u, err := scanUser(st.queryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return User{}, notFound("user")
 	} else if err != nil {
 		return User{}, fmt.Errorf("find user %d: %w", id, err)
 	}
 	return u, nil
-}
-
-// LocalUserExists reports whether a local account still exists; tokens of deleted users
-// are refused with it.
-func (st *Store) LocalUserExists(ctx context.Context, id int64) (bool, error) {
-	ctx, cancel := st.timeout(ctx)
-	defer cancel()
-	var ok bool
-	err := st.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND issuer IS NULL)`, id).Scan(&ok)
-	if err != nil {
-		return false, fmt.Errorf("check user %d: %w", id, err)
-	}
-	return ok, nil
 }
 
 // FindPasswordHash returns a local user's password hash, or not_found.
@@ -217,7 +338,7 @@ func (st *Store) FindPasswordHash(ctx context.Context, id int64) (string, error)
 func (st *Store) UpdateUserName(ctx context.Context, id int64, name *string) (User, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	u, err := scanUser(st.pool.QueryRow(ctx, `UPDATE users SET name = $2, updated_at = now()
+	u, err := scanUser(st.queryRow(ctx, `UPDATE users SET name = $2, updated_at = now()
 		WHERE id = $1 RETURNING `+userColumns, id, name))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return User{}, notFound("user")
@@ -315,11 +436,19 @@ func (st *Store) UpsertExternalUser(ctx context.Context, issuer, subject string,
 	return id, nil
 }
 
-// inTx runs fn in a transaction under the per-query timeout, committing when it returns nil.
+// inTx runs fn in a transaction under the per-query timeout, committing when it returns
+// nil. A pending user check runs first, inside the transaction.
 func (st *Store) inTx(ctx context.Context, op string, fn func(tx pgx.Tx) error) error {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	err := pgx.BeginFunc(ctx, st.pool, fn)
+	err := pgx.BeginFunc(ctx, st.pool, func(tx pgx.Tx) error {
+		if uc := pendingUserCheck(ctx); uc != nil {
+			if err := uc.settle(tx.QueryRow(ctx, userExistsSQL, uc.id)); err != nil {
+				return err
+			}
+		}
+		return fn(tx)
+	})
 	var ae *apiError
 	if err != nil && !errors.As(err, &ae) {
 		return fmt.Errorf("%s: %w", op, err)
@@ -431,21 +560,36 @@ func collectTask(rows pgx.Rows, err error) (Task, error) {
 	return pgx.CollectExactlyOneRow(rows, scanTask)
 }
 
-const insertTaskSQL = `INSERT INTO tasks (user_id, title, description, completed, priority, tags, due_date, completed_at)
+var insertTaskSQL = bindNames(`INSERT INTO tasks (user_id, title, description, completed, priority, tags, due_date, completed_at)
 	VALUES (@user_id, @title, @description, @completed, @priority, @tags, @due_date,
-		CASE WHEN @completed THEN now() END)
-	RETURNING ` + taskColumns
+		CASE WHEN @completed::boolean THEN now() END)
+	RETURNING `+taskColumns,
+	"user_id", "title", "description", "completed", "priority", "tags", "due_date")
 
-func insertTaskArgs(userID int64, c taskChange) pgx.StrictNamedArgs {
-	return pgx.StrictNamedArgs{"user_id": userID, "title": c.Title, "description": c.Description,
-		"completed": c.Completed, "priority": c.Priority, "tags": c.Tags, "due_date": c.DueDate}
+func insertTaskArgs(userID int64, c taskChange) []any {
+	return []any{userID, c.Title, c.Description, c.Completed, c.Priority, c.Tags, c.DueDate}
 }
+
+// bindNames rewrites the @name placeholders of a statement to $1, $2… in the order names
+// are given, once at start: statements read with names, and no call pays for rewriting.
+// A placeholder not in names is a programming error caught by any test.
+func bindNames(sql string, names ...string) string {
+	return namedParam.ReplaceAllStringFunc(sql, func(m string) string {
+		i := slices.Index(names, m[1:])
+		if i < 0 {
+			panic("bindNames: no parameter " + m)
+		}
+		return "$" + strconv.Itoa(i+1)
+	})
+}
+
+var namedParam = regexp.MustCompile(`@[a-z_]+`)
 
 // CreateTask inserts a task for the user.
 func (st *Store) CreateTask(ctx context.Context, userID int64, c taskChange) (Task, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	t, err := collectTask(st.pool.Query(ctx, insertTaskSQL, insertTaskArgs(userID, c)))
+	t, err := collectTask(st.query(ctx, insertTaskSQL, insertTaskArgs(userID, c)...))
 	if err != nil {
 		return Task{}, fmt.Errorf("create task: %w", err)
 	}
@@ -490,7 +634,7 @@ func (st *Store) CreateTaskOnce(ctx context.Context, userID int64, key string, r
 			}
 			return nil
 		}
-		t, err := collectTask(tx.Query(ctx, insertTaskSQL, insertTaskArgs(userID, c)))
+		t, err := collectTask(tx.Query(ctx, insertTaskSQL, insertTaskArgs(userID, c)...))
 		if err != nil {
 			return err
 		}
@@ -508,7 +652,7 @@ func (st *Store) CreateTaskOnce(ctx context.Context, userID int64, key string, r
 func (st *Store) FindTask(ctx context.Context, userID, id int64) (Task, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	t, err := collectTask(st.pool.Query(ctx, `SELECT `+taskColumns+` FROM tasks
+	t, err := collectTask(st.query(ctx, `SELECT `+taskColumns+` FROM tasks
 		WHERE user_id = $1 AND id = $2`, userID, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Task{}, notFound("task")
@@ -534,7 +678,7 @@ const (
 	// concurrent writers holding one ETag exactly one wins.
 	ifMatches = `(@if_match::bigint[] IS NULL OR version = ANY (@if_match::bigint[]))`
 
-	updateTaskSQL = `UPDATE tasks SET
+	updateTaskTemplate = `UPDATE tasks SET
 		title = ` + newTitle + `,
 		description = ` + newDescription + `,
 		completed = ` + newCompleted + `,
@@ -549,21 +693,23 @@ const (
 	RETURNING ` + taskColumns
 )
 
+var (
+	updateTaskSQL = bindNames(updateTaskTemplate, "user_id", "id", "if_match",
+		"set_title", "title", "set_description", "description", "toggle", "set_completed", "completed",
+		"set_priority", "priority", "set_tags", "tags", "set_due_date", "due_date")
+	deleteTaskSQL = bindNames(`DELETE FROM tasks WHERE user_id = @user_id AND id = @id AND `+ifMatches,
+		"user_id", "id", "if_match")
+)
+
 // UpdateTask applies c to the user's task. ifMatch holds the acceptable versions (nil:
 // any). not_found when the task is missing or another user's; precondition_failed when
 // it exists at another version.
 func (st *Store) UpdateTask(ctx context.Context, userID, id int64, c taskChange, ifMatch []int64) (Task, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	t, err := collectTask(st.pool.Query(ctx, updateTaskSQL, pgx.StrictNamedArgs{
-		"user_id": userID, "id": id, "if_match": ifMatch,
-		"set_title": c.SetTitle, "title": c.Title,
-		"set_description": c.SetDescription, "description": c.Description,
-		"toggle": c.Toggle, "set_completed": c.SetCompleted, "completed": c.Completed,
-		"set_priority": c.SetPriority, "priority": c.Priority,
-		"set_tags": c.SetTags, "tags": c.Tags,
-		"set_due_date": c.SetDueDate, "due_date": c.DueDate,
-	}))
+	t, err := collectTask(st.query(ctx, updateTaskSQL, userID, id, ifMatch,
+		c.SetTitle, c.Title, c.SetDescription, c.Description, c.Toggle, c.SetCompleted, c.Completed,
+		c.SetPriority, c.Priority, c.SetTags, c.Tags, c.SetDueDate, c.DueDate))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Task{}, st.missOrStale(ctx, userID, id, ifMatch)
 	} else if err != nil {
@@ -594,8 +740,7 @@ func (st *Store) missOrStale(ctx context.Context, userID, id int64, ifMatch []in
 func (st *Store) DeleteTask(ctx context.Context, userID, id int64, ifMatch []int64) error {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	tag, err := st.pool.Exec(ctx, `DELETE FROM tasks WHERE user_id = @user_id AND id = @id AND `+ifMatches,
-		pgx.StrictNamedArgs{"user_id": userID, "id": id, "if_match": ifMatch})
+	tag, err := st.exec(ctx, deleteTaskSQL, userID, id, ifMatch)
 	if err != nil {
 		return fmt.Errorf("delete task %d: %w", id, err)
 	}
@@ -605,93 +750,122 @@ func (st *Store) DeleteTask(ctx context.Context, userID, id int64, ifMatch []int
 	return nil
 }
 
-// filterWhere is the WHERE of every list and bulk statement: always the caller's own
-// tasks, narrowed by the filters that are set (a NULL parameter is a filter not set).
-const filterWhere = `user_id = @user_id
-	AND (@completed::boolean IS NULL OR completed = @completed::boolean)
-	AND (@q::text IS NULL OR title ILIKE @q::text OR description ILIKE @q::text)
-	AND (@priority::smallint IS NULL OR priority = @priority::smallint)
-	AND (@tag::text IS NULL OR tags @> ARRAY[@tag::text])
-	AND (@due_before::timestamptz IS NULL OR due_date < @due_before::timestamptz)
-	AND (@due_after::timestamptz IS NULL OR due_date >= @due_after::timestamptz)`
+// sqlArgs assembles a statement from constant fragments, numbering its parameters.
+type sqlArgs struct {
+	sql  strings.Builder
+	args []any
+}
 
-func filterArgs(userID int64, f taskFilter) pgx.NamedArgs {
-	return pgx.NamedArgs{"user_id": userID, "completed": f.Completed, "q": f.likePattern(),
-		"priority": f.Priority, "tag": f.Tag, "due_before": f.DueBefore, "due_after": f.DueAfter}
+func (b *sqlArgs) add(fragment string) { b.sql.WriteString(fragment) }
+
+// arg adds v as the next parameter and returns its placeholder.
+func (b *sqlArgs) arg(v any) string {
+	b.args = append(b.args, v)
+	return "$" + strconv.Itoa(len(b.args))
+}
+
+// where writes the WHERE of every list and bulk statement: always the caller's own tasks,
+// then only the filters that are set, so that the planner sees the exact shape (an unset
+// filter costs nothing per row).
+func (b *sqlArgs) where(userID int64, f taskFilter) {
+	b.add(" WHERE user_id = " + b.arg(userID))
+	if f.Completed != nil {
+		b.add(" AND completed = " + b.arg(*f.Completed))
+	}
+	if p := f.likePattern(); p != nil {
+		q := b.arg(*p)
+		b.add(" AND (title ILIKE " + q + " OR description ILIKE " + q + ")")
+	}
+	if f.Priority != nil {
+		b.add(" AND priority = " + b.arg(*f.Priority))
+	}
+	if f.Tag != nil {
+		b.add(" AND tags @> ARRAY[" + b.arg(*f.Tag) + "::text]")
+	}
+	if f.DueBefore != nil {
+		b.add(" AND due_date < " + b.arg(*f.DueBefore))
+	}
+	if f.DueAfter != nil {
+		b.add(" AND due_date >= " + b.arg(*f.DueAfter))
+	}
 }
 
 // sortColumns gives, per sort key, the ordered expression (the one its index holds) for
-// ascending and descending order, and the parameter that holds a cursor's position.
-var sortColumns = map[string]struct{ asc, desc, param string }{
-	"created_at": {`created_at`, `created_at`, `@k_time::timestamptz`},
-	"updated_at": {`updated_at`, `updated_at`, `@k_time::timestamptz`},
-	"priority":   {`priority`, `priority`, `@k_int::smallint`},
-	"title":      {`title`, `title`, `@k_text::text`},
+// ascending and descending order, and the type of a cursor's position.
+var sortColumns = map[string]struct{ asc, desc, cast string }{
+	"created_at": {`created_at`, `created_at`, `::timestamptz`},
+	"updated_at": {`updated_at`, `updated_at`, `::timestamptz`},
+	"priority":   {`priority`, `priority`, `::smallint`},
+	"title":      {`title`, `title`, `::text`},
 	// Tasks without a due date come last both ways: +infinity ascending, -infinity descending.
 	"due_date": {`coalesce(due_date, 'infinity'::timestamptz)`, `coalesce(due_date, '-infinity'::timestamptz)`,
-		`coalesce(@k_time::timestamptz, 'infinity'::timestamptz)`},
+		`::timestamptz`},
 }
 
-type listStatementKey struct {
-	sort        string
-	desc, after bool
-	offset      bool
-}
-
-// listStatements holds every list statement, assembled once from the constant fragments
-// above: one per sort key, direction, and whether it starts after a cursor or an offset.
-var listStatements = func() map[listStatementKey]string {
-	m := map[listStatementKey]string{}
-	for key, col := range sortColumns {
-		for _, desc := range []bool{false, true} {
-			expr, dir, cmp, param := col.asc, "ASC", ">", col.param
-			if desc {
-				expr, dir, cmp = col.desc, "DESC", "<"
-				if key == "due_date" {
-					param = `coalesce(@k_time::timestamptz, '-infinity'::timestamptz)`
-				}
-			}
-			base := `SELECT ` + taskColumns + ` FROM tasks WHERE ` + filterWhere
-			order := ` ORDER BY ` + expr + ` ` + dir + `, id ` + dir + ` LIMIT @limit`
-			m[listStatementKey{key, desc, false, false}] = base + order
-			m[listStatementKey{key, desc, true, false}] = base +
-				` AND (` + expr + `, id) ` + cmp + ` (` + param + `, @k_id::bigint)` + order
-			m[listStatementKey{key, desc, false, true}] = base + order + ` OFFSET @offset`
-		}
+// listSQL is the page statement of q: the filters, then, after a cursor, the keyset
+// condition (key, id) > (position) in the index's order, so that a page is a range scan of
+// the sort key's index starting where the previous page ended, whatever its depth.
+func listSQL(userID int64, q listQuery) (string, []any) {
+	col := sortColumns[q.Sort]
+	expr, dir, cmp := col.asc, " ASC", " > "
+	if q.Desc {
+		expr, dir, cmp = col.desc, " DESC", " < "
 	}
-	return m
-}()
+	var b sqlArgs
+	b.add("SELECT " + taskColumns + " FROM tasks")
+	b.where(userID, q.taskFilter)
+	if a := q.After; a != nil {
+		var pos any
+		switch q.Sort {
+		case "priority":
+			pos = a.Int
+		case "title":
+			pos = a.Text
+		default:
+			pos = a.Time
+		}
+		p := b.arg(pos) + col.cast
+		if q.Sort == "due_date" { // a task without a due date sits at the end it sorts to
+			p = strings.Replace(expr, "due_date", p, 1)
+		}
+		b.add(" AND (" + expr + ", id)" + cmp + "(" + p + ", " + b.arg(a.ID) + "::bigint)")
+	}
+	b.add(" ORDER BY " + expr + dir + ", id" + dir + " LIMIT " + b.arg(q.Limit))
+	if q.Offset > 0 {
+		b.add(" OFFSET " + b.arg(q.Offset))
+	}
+	return b.sql.String(), b.args
+}
 
 // ListTasks returns one page of the user's tasks matching q, and how many match in all.
-// A cursor page is a range scan of the sort key's index, so its depth costs nothing.
 // Both statements go in one round trip.
 func (st *Store) ListTasks(ctx context.Context, userID int64, q listQuery) ([]Task, int64, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	args := filterArgs(userID, q.taskFilter)
-	args["limit"] = q.Limit
-	key := listStatementKey{sort: q.Sort, desc: q.Desc}
-	switch {
-	case q.After != nil:
-		key.after = true
-		args["k_time"], args["k_int"], args["k_text"], args["k_id"] = q.After.Time, q.After.Int, q.After.Text, q.After.ID
-	case q.Offset > 0:
-		key.offset = true
-		args["offset"] = q.Offset
-	}
 	var (
 		tasks []Task
 		total int64
 		batch pgx.Batch
+		count sqlArgs
 	)
-	batch.Queue(listStatements[key], args).Query(func(rows pgx.Rows) error {
+	uc := pendingUserCheck(ctx)
+	if uc != nil {
+		batch.Queue(userExistsSQL, uc.id).QueryRow(uc.settle)
+	}
+	page, args := listSQL(userID, q)
+	batch.Queue(page, args...).Query(func(rows pgx.Rows) error {
 		var err error
 		tasks, err = pgx.CollectRows(rows, scanTask)
 		return err
 	})
-	batch.Queue(`SELECT count(*) FROM tasks WHERE `+filterWhere, filterArgs(userID, q.taskFilter)).
-		QueryRow(func(row pgx.Row) error { return row.Scan(&total) })
+	count.add("SELECT count(*) FROM tasks")
+	count.where(userID, q.taskFilter)
+	batch.Queue(count.sql.String(), count.args...).QueryRow(func(row pgx.Row) error { return row.Scan(&total) })
 	if err := st.pool.SendBatch(ctx, &batch).Close(); err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) {
+			return nil, 0, ae
+		}
 		return nil, 0, fmt.Errorf("list tasks: %w", err)
 	}
 	return tasks, total, nil
@@ -701,7 +875,11 @@ func (st *Store) ListTasks(ctx context.Context, userID int64, q listQuery) ([]Ta
 func (st *Store) DeleteCompletedTasks(ctx context.Context, userID int64, f taskFilter) (int64, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	tag, err := st.pool.Exec(ctx, `DELETE FROM tasks WHERE `+filterWhere+` AND completed`, filterArgs(userID, f))
+	b := sqlArgs{}
+	b.add("DELETE FROM tasks")
+	b.where(userID, f)
+	b.add(" AND completed")
+	tag, err := st.exec(ctx, b.sql.String(), b.args...)
 	if err != nil {
 		return 0, fmt.Errorf("delete completed tasks: %w", err)
 	}
@@ -713,12 +891,13 @@ func (st *Store) DeleteCompletedTasks(ctx context.Context, userID int64, f taskF
 func (st *Store) SetTasksCompleted(ctx context.Context, userID int64, f taskFilter, completed bool) (int64, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	args := filterArgs(userID, f)
-	args["done"] = completed
-	tag, err := st.pool.Exec(ctx, `UPDATE tasks SET completed = @done::boolean,
-			completed_at = CASE WHEN @done::boolean THEN now() END,
-			updated_at = now(), version = version + 1
-		WHERE `+filterWhere+` AND completed <> @done::boolean`, args)
+	b := sqlArgs{}
+	done := b.arg(completed) + "::boolean"
+	b.add("UPDATE tasks SET completed = " + done + ", completed_at = CASE WHEN " + done + " THEN now() END, " +
+		"updated_at = now(), version = version + 1")
+	b.where(userID, f)
+	b.add(" AND completed <> " + done)
+	tag, err := st.exec(ctx, b.sql.String(), b.args...)
 	if err != nil {
 		return 0, fmt.Errorf("set tasks completed: %w", err)
 	}
@@ -738,7 +917,7 @@ func (st *Store) TaskStats(ctx context.Context, userID int64) (taskStats, error)
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
 	var s taskStats
-	err := st.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE completed),
+	err := st.queryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE completed),
 			count(*) FILTER (WHERE NOT completed AND due_date < now())
 		FROM tasks WHERE user_id = $1`, userID).Scan(&s.Total, &s.Completed, &s.Overdue)
 	if err != nil {

@@ -866,15 +866,9 @@ func TestListUsesIndexes(t *testing.T) {
 			{"due date ascending, deep", &cursorPos{Time: &cursorAt, ID: cursorID}, "due_date", false},
 			{"title descending", nil, "title", true},
 		} {
-			q := listQuery{Sort: c.sort, Desc: c.desc, Limit: 21, After: c.after}
-			key := listStatementKey{sort: q.Sort, desc: q.Desc, after: q.After != nil}
-			args := filterArgs(42, q.taskFilter)
-			args["limit"] = q.Limit
-			if c.after != nil {
-				args["k_time"], args["k_int"], args["k_text"], args["k_id"] = c.after.Time, c.after.Int, c.after.Text, c.after.ID
-			}
+			sql, args := listSQL(42, listQuery{Sort: c.sort, Desc: c.desc, Limit: 21, After: c.after})
 			var plan []map[string]any
-			if err := conn.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+listStatements[key], args).Scan(&plan); err != nil {
+			if err := conn.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+sql, args...).Scan(&plan); err != nil {
 				t.Fatalf("%s: %v", c.name, err)
 			}
 			nodes := planNodes(plan[0]["Plan"].(map[string]any))
