@@ -657,3 +657,38 @@ func BenchmarkAccessTokenVerify(b *testing.B) {
 		}
 	}
 }
+
+func TestTokenCache(t *testing.T) {
+	t.Parallel()
+	tc := newTokenCache(4)
+	p := principal{UserID: 7, Subject: "7", checkUser: true}
+	tc.put("live", p, time.Now().Add(time.Minute))
+	tc.put("dead", p, time.Now().Add(-time.Second))
+	if got, ok := tc.get("live"); !ok || got != p {
+		t.Errorf("live token: %v %v", got, ok)
+	}
+	if _, ok := tc.get("dead"); ok {
+		t.Error("an expired token was served from the cache")
+	}
+	if _, ok := tc.get("never"); ok {
+		t.Error("an unknown token was served from the cache")
+	}
+	for i := 0; i < 100; i++ {
+		tc.put(strconv.Itoa(i), p, time.Now().Add(time.Minute))
+	}
+	if n := len(tc.entries); n > 4 {
+		t.Errorf("cache holds %d entries, bound is 4", n)
+	}
+}
+
+func TestCachedTokenStillChecksTheUser(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	token, _ := env.registerUser("cached@example.com")
+	env.do("GET", "/api/v1/tasks", "", token).want(200, "") // verified, now cached
+	if _, ok := env.srv.auth.verified.get(token); !ok {
+		t.Fatal("a verified token was not cached")
+	}
+	env.do("DELETE", "/api/v1/auth/me", "", token)
+	env.do("GET", "/api/v1/tasks", "", token).want(401, "invalid_token")
+}

@@ -35,6 +35,7 @@ type Authenticator struct {
 	dummyHash string
 	cursorKey []byte
 	ba        *betterAuth // nil unless BETTER_AUTH_URL, _JWKS_URL or _SECRET is set
+	verified  *tokenCache
 }
 
 // NewAuthenticator prepares token signing and verification from cfg.
@@ -49,6 +50,7 @@ func NewAuthenticator(cfg Config, st *Store, log *slog.Logger) (*Authenticator, 
 		// Cursors are signed with a key derived from the JWT secret, so that every replica
 		// accepts every other's cursors and neither key can be turned into the other.
 		cursorKey: hmacSum(cfg.JWTSecret, []byte("todo cursor key v1")),
+		verified:  newTokenCache(4096),
 	}
 	a.parser = jwt.NewParser(
 		jwt.WithValidMethods([]string{cfg.JWTAlgorithm}),
@@ -269,6 +271,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (princip
 }
 
 func (a *Authenticator) authenticateLocal(ctx context.Context, token string) (principal, error) {
+	if p, ok := a.verified.get(token); ok {
+		return p, nil
+	}
 	var c accessClaims
 	if _, err := a.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) {
 		return a.cfg.JWTSecret, nil
@@ -280,7 +285,55 @@ func (a *Authenticator) authenticateLocal(ctx context.Context, token string) (pr
 	}
 	// Whether the user still exists is asked by the request's first statement (see
 	// userCheck), not here: one round trip fewer per request.
-	return principal{UserID: c.UserID, Subject: c.Subject, checkUser: true}, nil
+	p := principal{UserID: c.UserID, Subject: c.Subject, checkUser: true}
+	a.verified.put(token, p, c.ExpiresAt.Add(a.cfg.JWTLeeway))
+	return p, nil
+}
+
+// tokenCache remembers local access tokens already verified, until they expire, so that
+// a client's next requests skip the signature and claims check (a quarter of a task
+// read's CPU). Only the exact token string hits; the user's existence is still checked by
+// every request (userCheck). A cache, not state: a replica without it verifies again.
+type tokenCache struct {
+	mu      sync.RWMutex
+	max     int
+	entries map[string]cachedToken
+}
+
+type cachedToken struct {
+	p     principal
+	until time.Time
+}
+
+func newTokenCache(max int) *tokenCache {
+	return &tokenCache{max: max, entries: make(map[string]cachedToken, max)}
+}
+
+func (tc *tokenCache) get(token string) (principal, bool) {
+	tc.mu.RLock()
+	e, ok := tc.entries[token]
+	tc.mu.RUnlock()
+	if !ok || !time.Now().Before(e.until) {
+		return principal{}, false
+	}
+	return e.p, true
+}
+
+func (tc *tokenCache) put(token string, p principal, until time.Time) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if len(tc.entries) >= tc.max {
+		// Full: drop the expired, and if that frees too little, an arbitrary half (map
+		// order), which costs those tokens one more verification each.
+		now, n := time.Now(), 0
+		for k, e := range tc.entries {
+			if !now.Before(e.until) || n%2 == 0 {
+				delete(tc.entries, k)
+			}
+			n++
+		}
+	}
+	tc.entries[token] = cachedToken{p: p, until: until}
 }
 
 type principalKey struct{}
