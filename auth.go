@@ -257,12 +257,15 @@ func peekToken(token string) (peek, bool) {
 // Authenticate verifies a bearer token and finds its user. Local tokens are recognised by
 // their issuer and HMAC algorithm; other tokens go to Better Auth when it is configured.
 func (a *Authenticator) Authenticate(ctx context.Context, token string) (principal, error) {
+	if p, ok := a.verified.get(token); ok {
+		return p, nil
+	}
 	pk, ok := peekToken(token)
 	if !ok {
 		return principal{}, tokenError(errors.New("malformed token"))
 	}
 	if strings.HasPrefix(pk.Alg, "HS") && pk.Iss == a.cfg.JWTIssuer {
-		return a.authenticateLocal(ctx, token)
+		return a.authenticateLocal(token)
 	}
 	if a.ba != nil {
 		return a.ba.authenticate(ctx, a.st, token, pk)
@@ -270,10 +273,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (princip
 	return principal{}, tokenError(errors.New("token not issued by this service"))
 }
 
-func (a *Authenticator) authenticateLocal(ctx context.Context, token string) (principal, error) {
-	if p, ok := a.verified.get(token); ok {
-		return p, nil
-	}
+func (a *Authenticator) authenticateLocal(token string) (principal, error) {
 	var c accessClaims
 	if _, err := a.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) {
 		return a.cfg.JWTSecret, nil
