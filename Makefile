@@ -1,4 +1,4 @@
-.PHONY: run test db-stop build fuzz
+.PHONY: run test bench bench-quick db-stop build fuzz
 
 run: ## start PostgreSQL if needed and the server on :8080
 	./scripts/run.sh
@@ -15,3 +15,8 @@ fuzz: ## the test command with every fuzz target run for FUZZTIME each (default 
 db-stop: ## stop the cluster that `make run` started in .pgdata
 	bash -c '. scripts/pg.sh && pg_stop "$$PWD/.pgdata"'
 
+bench: ## benchmark: throwaway PostgreSQL, seeded data, the real binary under HTTP load, pgbench ceiling (~25 min)
+	./bench/run.sh
+
+bench-quick: ## the benchmark in about a minute: small data set, one short round
+	BENCH_QUICK=1 ./bench/run.sh
