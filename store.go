@@ -176,12 +176,8 @@ func (st *Store) query(ctx context.Context, sql string, args ...any) (pgx.Rows, 
 	if uc == nil {
 		return st.pool.Query(ctx, sql, args...)
 	}
-	var b pgx.Batch
-	b.Queue(userExistsSQL, uc.id)
-	b.Queue(sql, args...)
-	br := st.pool.SendBatch(ctx, &b)
-	if err := uc.settle(br.QueryRow()); err != nil {
-		br.Close()
+	br, err := st.sendChecked(ctx, uc, sql, args)
+	if err != nil {
 		return nil, err
 	}
 	rows, err := br.Query()
@@ -190,6 +186,20 @@ func (st *Store) query(ctx context.Context, sql string, args ...any) (pgx.Rows, 
 		return nil, err
 	}
 	return &batchRows{Rows: rows, br: br}, nil
+}
+
+// sendChecked sends the pending user check and sql in one round trip and reads the
+// check's answer; the caller reads sql's result from the batch and closes it.
+func (st *Store) sendChecked(ctx context.Context, uc *userCheck, sql string, args []any) (pgx.BatchResults, error) {
+	var b pgx.Batch
+	b.Queue(userExistsSQL, uc.id)
+	b.Queue(sql, args...)
+	br := st.pool.SendBatch(ctx, &b)
+	if err := uc.settle(br.QueryRow()); err != nil {
+		br.Close()
+		return nil, err
+	}
+	return br, nil
 }
 
 // batchRows are the rows of a batch's last statement; closing them closes the batch.
@@ -249,14 +259,11 @@ func (st *Store) exec(ctx context.Context, sql string, args ...any) (pgconn.Comm
 	if uc == nil {
 		return st.pool.Exec(ctx, sql, args...)
 	}
-	var b pgx.Batch
-	b.Queue(userExistsSQL, uc.id)
-	b.Queue(sql, args...)
-	br := st.pool.SendBatch(ctx, &b)
-	defer br.Close()
-	if err := uc.settle(br.QueryRow()); err != nil {
+	br, err := st.sendChecked(ctx, uc, sql, args)
+	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
+	defer br.Close()
 	return br.Exec()
 }
 
