@@ -867,8 +867,15 @@ func TestListUsesIndexes(t *testing.T) {
 			{"title descending", nil, "title", true},
 		} {
 			sql, args := listSQL(42, listQuery{Sort: c.sort, Desc: c.desc, Limit: 21, After: c.after})
+			// A prepared statement, so that plan_cache_mode decides the plan; EXPLAIN with
+			// bound parameters would plan for their values whatever the mode.
+			if _, err := conn.Exec(ctx, "PREPARE list_page AS "+sql); err != nil {
+				t.Fatalf("%s: prepare: %v", c.name, err)
+			}
 			var plan []map[string]any
-			if err := conn.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+sql, args...).Scan(&plan); err != nil {
+			err := conn.QueryRow(ctx, "EXPLAIN (FORMAT JSON) EXECUTE list_page("+sqlLiterals(t, args)+")").Scan(&plan)
+			conn.Exec(ctx, "DEALLOCATE list_page")
+			if err != nil {
 				t.Fatalf("%s: %v", c.name, err)
 			}
 			nodes := planNodes(plan[0]["Plan"].(map[string]any))
@@ -878,6 +885,28 @@ func TestListUsesIndexes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// sqlLiterals renders the list statement's parameters as SQL literals for EXECUTE.
+func sqlLiterals(t *testing.T, args []any) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case int64:
+			out[i] = strconv.FormatInt(v, 10)
+		case int:
+			out[i] = strconv.Itoa(v)
+		case int16:
+			out[i] = strconv.Itoa(int(v))
+		case string:
+			out[i] = "'" + strings.ReplaceAll(v, "'", "''") + "'"
+		case *time.Time:
+			out[i] = "'" + v.UTC().Format(time.RFC3339Nano) + "'"
+		default:
+			t.Fatalf("no literal for %T", a)
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 func planNodes(p map[string]any) []string {
