@@ -76,9 +76,6 @@ func NewAuthenticator(cfg Config, st *Store, log *slog.Logger) (*Authenticator, 
 	return a, nil
 }
 
-// Close stops background work.
-func (a *Authenticator) Close() {}
-
 func hmacSum(key, msg []byte) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write(msg)

@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"testing"
 )
 
@@ -26,25 +24,11 @@ func benchEnv(b *testing.B) (*testEnv, string, []int64) {
 	return env, token, ids
 }
 
-func benchRequest(b *testing.B, env *testEnv, method, path, body, token string, want int) {
-	b.Helper()
-	req := httptest.NewRequest(method, path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	rec := httptest.NewRecorder()
-	env.srv.ServeHTTP(rec, req)
-	if rec.Code != want {
-		b.Fatalf("%s %s = %d %s", method, path, rec.Code, rec.Body.String())
-	}
-}
-
 func BenchmarkHandlerTaskGet(b *testing.B) {
 	env, token, ids := benchEnv(b)
 	i := 0
 	for b.Loop() {
-		benchRequest(b, env, "GET", fmt.Sprintf("/api/v1/tasks/%d", ids[i%len(ids)]), "", token, 200)
+		env.do("GET", fmt.Sprintf("/api/v1/tasks/%d", ids[i%len(ids)]), "", token).want(200, "")
 		i++
 	}
 }
@@ -52,7 +36,7 @@ func BenchmarkHandlerTaskGet(b *testing.B) {
 func BenchmarkHandlerTaskList(b *testing.B) {
 	env, token, _ := benchEnv(b)
 	for b.Loop() {
-		benchRequest(b, env, "GET", "/api/v1/tasks?limit=20", "", token, 200)
+		env.do("GET", "/api/v1/tasks?limit=20", "", token).want(200, "")
 	}
 }
 
@@ -60,7 +44,7 @@ func BenchmarkHandlerTaskPatch(b *testing.B) {
 	env, token, ids := benchEnv(b)
 	i := 0
 	for b.Loop() {
-		benchRequest(b, env, "PATCH", fmt.Sprintf("/api/v1/tasks/%d", ids[i%len(ids)]), fmt.Sprintf(`{"title":"renamed %d"}`, i), token, 200)
+		env.do("PATCH", fmt.Sprintf("/api/v1/tasks/%d", ids[i%len(ids)]), fmt.Sprintf(`{"title":"renamed %d"}`, i), token).want(200, "")
 		i++
 	}
 }
@@ -68,6 +52,6 @@ func BenchmarkHandlerTaskPatch(b *testing.B) {
 func BenchmarkHandlerTaskCreate(b *testing.B) {
 	env, token, _ := benchEnv(b)
 	for b.Loop() {
-		benchRequest(b, env, "POST", "/api/v1/tasks", `{"title":"new task","priority":"high","tags":["a"]}`, token, 201)
+		env.do("POST", "/api/v1/tasks", `{"title":"new task","priority":"high","tags":["a"]}`, token).want(201, "")
 	}
 }

@@ -195,7 +195,6 @@ func newTestEnvWith(t testing.TB, cfg Config) *testEnv {
 	if err != nil {
 		t.Fatalf("new authenticator: %v", err)
 	}
-	t.Cleanup(auth.Close)
 	return &testEnv{t: t, cfg: cfg, st: st, srv: NewServer(log, cfg, st, auth), logs: logs}
 }
 

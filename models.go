@@ -323,7 +323,7 @@ func normalizeTags(tags []string, errs *fieldErrors) []string {
 			errs.add("tags", "each tag must be at most 50 characters")
 			continue
 		}
-		if !containsString(out, t) {
+		if !slices.Contains(out, t) {
 			out = append(out, t)
 		}
 	}
@@ -331,15 +331,6 @@ func normalizeTags(tags []string, errs *fieldErrors) []string {
 		errs.add("tags", "must hold at most 20 distinct tags")
 	}
 	return out
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // parseDue reads an RFC 3339 time with offset, or YYYY-MM-DD as 00:00 UTC that day.
