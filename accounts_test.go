@@ -282,7 +282,8 @@ func TestDeleteAccount(t *testing.T) {
 	if r.Code != 204 {
 		t.Fatalf("delete = %d %s", r.Code, r.Body.String())
 	}
-	// Every kind of statement a request starts with carries the user check.
+	// Every route refuses the token: a statement that finds none of the user's rows runs
+	// the user check before answering (a found row would have proved the user).
 	uid := strconv.FormatInt(tr.User.ID, 10)
 	for _, c := range []struct{ method, path, body string }{
 		{"GET", "/api/v1/auth/me", ""}, {"PATCH", "/api/v1/auth/me", `{"name":"x"}`},
@@ -302,6 +303,12 @@ func TestDeleteAccount(t *testing.T) {
 	r = env.do("POST", "/api/v1/tasks", `{"title":"ghost"}`, tr.AccessToken, header{"Idempotency-Key": "k1"})
 	if r.Code != 401 {
 		t.Errorf("idempotent create with a deleted user's token = %d", r.Code)
+	}
+	for _, method := range []string{"PATCH", "DELETE"} { // conditional writes ask why they missed
+		r := env.do(method, "/api/v1/tasks/1", `{"title":"x"}`, tr.AccessToken, header{"If-Match": `"1"`})
+		if r.Code != 401 || r.code() != "invalid_token" {
+			t.Errorf("%s with If-Match and a deleted user's token = %d %s", method, r.Code, r.Body.String())
+		}
 	}
 	env.do("POST", "/api/v1/auth/refresh", `{"refresh_token":"`+tr.RefreshToken+`"}`, "").want(401, "invalid_token")
 	env.do("POST", "/api/v1/auth/login", `{"email":"gone@example.com","password":"`+testPassword+`"}`, "").want(401, "invalid_credentials")

@@ -128,12 +128,14 @@ func isUniqueViolation(err error) bool {
 	return errors.As(err, &pe) && pe.Code == "23505"
 }
 
-// ---- the user check that rides along ----
+// ---- the user check, on a miss ----
 
 // userCheck is the existence check owed by a request whose local access token was
-// verified without the database: the request's first statement carries it in the same
-// round trip (query, queryRow, exec, ListTasks, inTx), so that a deleted user's token is
-// refused without costing every request a round trip of its own.
+// verified without the database (a deleted user's token must be refused). It costs a
+// statement only when the request's own statement finds none of the user's rows: a task
+// or user row returned proves the user exists, since tasks go with their user in the
+// transaction that deletes it, and an insert for a user who is gone fails on the
+// foreign key. So a read, write or list that finds something pays nothing for it.
 type userCheck struct {
 	id   int64
 	done bool
@@ -168,103 +170,23 @@ func (uc *userCheck) settle(row pgx.Row) error {
 	return nil
 }
 
-// query runs sql, preceded in the same round trip by the request's pending user check.
-// Both run in one implicit transaction: when the user is gone, the statement's effect
-// (at most a failed insert, since their tasks went with them) is discarded with it.
-func (st *Store) query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	uc := pendingUserCheck(ctx)
-	if uc == nil {
-		return st.pool.Query(ctx, sql, args...)
-	}
-	br, err := st.sendChecked(ctx, uc, sql, args)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := br.Query()
-	if err != nil {
-		br.Close()
-		return nil, err
-	}
-	return &batchRows{Rows: rows, br: br}, nil
-}
-
-// sendChecked sends the pending user check and sql in one round trip and reads the
-// check's answer; the caller reads sql's result from the batch and closes it.
-func (st *Store) sendChecked(ctx context.Context, uc *userCheck, sql string, args []any) (pgx.BatchResults, error) {
-	var b pgx.Batch
-	b.Queue(userExistsSQL, uc.id)
-	b.Queue(sql, args...)
-	br := st.pool.SendBatch(ctx, &b)
-	if err := uc.settle(br.QueryRow()); err != nil {
-		br.Close()
-		return nil, err
-	}
-	return br, nil
-}
-
-// batchRows are the rows of a batch's last statement; closing them closes the batch.
-type batchRows struct {
-	pgx.Rows
-	br  pgx.BatchResults
-	err error
-}
-
-func (r *batchRows) Close() {
-	r.Rows.Close()
-	if r.br != nil {
-		r.err = r.br.Close()
-		r.br = nil
-	}
-}
-
-func (r *batchRows) Err() error {
-	if err := r.Rows.Err(); err != nil {
-		return err
-	}
-	return r.err
-}
-
-// queryRow is query for one row, as pgx's QueryRow.
-func (st *Store) queryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	rows, err := st.query(ctx, sql, args...)
-	return &firstRow{rows: rows, err: err}
-}
-
-type firstRow struct {
-	rows pgx.Rows
-	err  error
-}
-
-func (r *firstRow) Scan(dest ...any) error {
-	if r.err != nil {
-		return r.err
-	}
-	defer r.rows.Close()
-	if !r.rows.Next() {
-		if err := r.rows.Err(); err != nil {
+// miss runs the request's pending user check after a statement over the user's rows
+// found none: the miss may be the user's absence, which the request must then report
+// (invalid_token) rather than missErr, returned when the user exists or nothing is
+// pending. missErr is nil where finding nothing is an answer (an empty list).
+func (st *Store) miss(ctx context.Context, missErr error) error {
+	if uc := pendingUserCheck(ctx); uc != nil {
+		if err := uc.settle(st.pool.QueryRow(ctx, userExistsSQL, uc.id)); err != nil {
 			return err
 		}
-		return pgx.ErrNoRows
 	}
-	if err := r.rows.Scan(dest...); err != nil {
-		return err
-	}
-	r.rows.Close()
-	return r.rows.Err()
+	return missErr
 }
 
-// exec is query for statements without rows.
-func (st *Store) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	uc := pendingUserCheck(ctx)
-	if uc == nil {
-		return st.pool.Exec(ctx, sql, args...)
-	}
-	br, err := st.sendChecked(ctx, uc, sql, args)
-	if err != nil {
-		return pgconn.CommandTag{}, err
-	}
-	defer br.Close()
-	return br.Exec()
+// isForeignKeyViolation is an insert for a user who is gone (SQLSTATE only, as above).
+func isForeignKeyViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23503"
 }
 
 // ---- users ----
@@ -318,9 +240,9 @@ func (st *Store) FindLocalUserByEmail(ctx context.Context, email string) (User, 
 func (st *Store) FindUser(ctx context.Context, id int64) (User, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	u, err := scanUser(st.queryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, id))
+	u, err := scanUser(st.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return User{}, notFound("user")
+		return User{}, st.miss(ctx, notFound("user"))
 	} else if err != nil {
 		return User{}, fmt.Errorf("find user %d: %w", id, err)
 	}
@@ -345,10 +267,10 @@ func (st *Store) FindPasswordHash(ctx context.Context, id int64) (string, error)
 func (st *Store) UpdateUserName(ctx context.Context, id int64, name *string) (User, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	u, err := scanUser(st.queryRow(ctx, `UPDATE users SET name = $2, updated_at = now()
+	u, err := scanUser(st.pool.QueryRow(ctx, `UPDATE users SET name = $2, updated_at = now()
 		WHERE id = $1 RETURNING `+userColumns, id, name))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return User{}, notFound("user")
+		return User{}, st.miss(ctx, notFound("user"))
 	} else if err != nil {
 		return User{}, fmt.Errorf("update user %d: %w", id, err)
 	}
@@ -596,8 +518,15 @@ var namedParam = regexp.MustCompile(`@[a-z_]+`)
 func (st *Store) CreateTask(ctx context.Context, userID int64, c taskChange) (Task, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	t, err := collectTask(st.query(ctx, insertTaskSQL, insertTaskArgs(userID, c)...))
+	t, err := collectTask(st.pool.Query(ctx, insertTaskSQL, insertTaskArgs(userID, c)...))
+	if isForeignKeyViolation(err) {
+		err = st.miss(ctx, err)
+	}
 	if err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) {
+			return Task{}, ae
+		}
 		return Task{}, fmt.Errorf("create task: %w", err)
 	}
 	return t, nil
@@ -659,10 +588,10 @@ func (st *Store) CreateTaskOnce(ctx context.Context, userID int64, key string, r
 func (st *Store) FindTask(ctx context.Context, userID, id int64) (Task, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	t, err := collectTask(st.query(ctx, `SELECT `+taskColumns+` FROM tasks
+	t, err := collectTask(st.pool.Query(ctx, `SELECT `+taskColumns+` FROM tasks
 		WHERE user_id = $1 AND id = $2`, userID, id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Task{}, notFound("task")
+		return Task{}, st.miss(ctx, notFound("task"))
 	} else if err != nil {
 		return Task{}, fmt.Errorf("find task %d: %w", id, err)
 	}
@@ -714,7 +643,7 @@ var (
 func (st *Store) UpdateTask(ctx context.Context, userID, id int64, c taskChange, ifMatch []int64) (Task, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	t, err := collectTask(st.query(ctx, updateTaskSQL, userID, id, ifMatch,
+	t, err := collectTask(st.pool.Query(ctx, updateTaskSQL, userID, id, ifMatch,
 		c.SetTitle, c.Title, c.SetDescription, c.Description, c.Toggle, c.SetCompleted, c.Completed,
 		c.SetPriority, c.Priority, c.SetTags, c.Tags, c.SetDueDate, c.DueDate))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -726,10 +655,11 @@ func (st *Store) UpdateTask(ctx context.Context, userID, id int64, c taskChange,
 }
 
 // missOrStale tells why a conditional write touched no row: the task is not the user's
-// (not_found), or it is at another version (precondition_failed).
+// (not_found, or invalid_token when the user is gone), or it is at another version
+// (precondition_failed).
 func (st *Store) missOrStale(ctx context.Context, userID, id int64, ifMatch []int64) error {
 	if ifMatch == nil {
-		return notFound("task")
+		return st.miss(ctx, notFound("task"))
 	}
 	var exists bool
 	err := st.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tasks WHERE user_id = $1 AND id = $2)`,
@@ -740,14 +670,14 @@ func (st *Store) missOrStale(ctx context.Context, userID, id int64, ifMatch []in
 	case exists:
 		return errPrecondition
 	}
-	return notFound("task")
+	return st.miss(ctx, notFound("task"))
 }
 
 // DeleteTask deletes the user's task under the same rules as UpdateTask.
 func (st *Store) DeleteTask(ctx context.Context, userID, id int64, ifMatch []int64) error {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	tag, err := st.exec(ctx, deleteTaskSQL, userID, id, ifMatch)
+	tag, err := st.pool.Exec(ctx, deleteTaskSQL, userID, id, ifMatch)
 	if err != nil {
 		return fmt.Errorf("delete task %d: %w", id, err)
 	}
@@ -845,7 +775,7 @@ func listSQL(userID int64, q listQuery) (string, []any) {
 }
 
 // ListTasks returns one page of the user's tasks matching q, and how many match in all.
-// Both statements go in one round trip.
+// Both statements go in one round trip; the user check runs only for an empty page.
 func (st *Store) ListTasks(ctx context.Context, userID int64, q listQuery) ([]Task, int64, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
@@ -855,10 +785,6 @@ func (st *Store) ListTasks(ctx context.Context, userID int64, q listQuery) ([]Ta
 		batch pgx.Batch
 		count sqlArgs
 	)
-	uc := pendingUserCheck(ctx)
-	if uc != nil {
-		batch.Queue(userExistsSQL, uc.id).QueryRow(uc.settle)
-	}
 	page, args := listSQL(userID, q)
 	batch.Queue(page, args...).Query(func(rows pgx.Rows) error {
 		var err error
@@ -869,11 +795,12 @@ func (st *Store) ListTasks(ctx context.Context, userID int64, q listQuery) ([]Ta
 	count.where(userID, q.taskFilter)
 	batch.Queue(count.sql.String(), count.args...).QueryRow(func(row pgx.Row) error { return row.Scan(&total) })
 	if err := st.pool.SendBatch(ctx, &batch).Close(); err != nil {
-		var ae *apiError
-		if errors.As(err, &ae) {
-			return nil, 0, ae
-		}
 		return nil, 0, fmt.Errorf("list tasks: %w", err)
+	}
+	if len(tasks) == 0 {
+		if err := st.miss(ctx, nil); err != nil {
+			return nil, 0, err
+		}
 	}
 	return tasks, total, nil
 }
@@ -886,9 +813,12 @@ func (st *Store) DeleteCompletedTasks(ctx context.Context, userID int64, f taskF
 	b.add("DELETE FROM tasks")
 	b.where(userID, f)
 	b.add(" AND completed")
-	tag, err := st.exec(ctx, b.sql.String(), b.args...)
+	tag, err := st.pool.Exec(ctx, b.sql.String(), b.args...)
 	if err != nil {
 		return 0, fmt.Errorf("delete completed tasks: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return 0, st.miss(ctx, nil)
 	}
 	return tag.RowsAffected(), nil
 }
@@ -904,9 +834,12 @@ func (st *Store) SetTasksCompleted(ctx context.Context, userID int64, f taskFilt
 		"updated_at = now(), version = version + 1")
 	b.where(userID, f)
 	b.add(" AND completed <> " + done)
-	tag, err := st.exec(ctx, b.sql.String(), b.args...)
+	tag, err := st.pool.Exec(ctx, b.sql.String(), b.args...)
 	if err != nil {
 		return 0, fmt.Errorf("set tasks completed: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return 0, st.miss(ctx, nil)
 	}
 	return tag.RowsAffected(), nil
 }
@@ -924,11 +857,16 @@ func (st *Store) TaskStats(ctx context.Context, userID int64) (taskStats, error)
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
 	var s taskStats
-	err := st.queryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE completed),
+	err := st.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE completed),
 			count(*) FILTER (WHERE NOT completed AND due_date < now())
 		FROM tasks WHERE user_id = $1`, userID).Scan(&s.Total, &s.Completed, &s.Overdue)
 	if err != nil {
 		return taskStats{}, fmt.Errorf("task stats: %w", err)
+	}
+	if s.Total == 0 {
+		if err := st.miss(ctx, nil); err != nil {
+			return taskStats{}, err
+		}
 	}
 	s.Pending = s.Total - s.Completed
 	return s, nil

@@ -5,7 +5,6 @@
 \set u :heavy
 \set lim 21
 \startpipeline
-SELECT EXISTS (SELECT 1 FROM users WHERE id = :u AND issuer IS NULL);
 SELECT id, user_id, title, description, completed, priority, tags, due_date,
 	created_at, updated_at, completed_at, version FROM tasks WHERE user_id = :u AND (created_at, id) < (:k_time::timestamptz, :k_id::bigint) ORDER BY created_at DESC, id DESC LIMIT :lim;
 SELECT count(*) FROM tasks WHERE user_id = :u;

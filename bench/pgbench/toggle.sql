@@ -1,12 +1,10 @@
--- The ceiling of PATCH /api/v1/tasks/{id}/complete with no body: the bearer check and the
--- service's updateTaskSQL with toggle set and every other change unset, in one round trip.
+-- The ceiling of PATCH /api/v1/tasks/{id}/complete with no body: the service's
+-- updateTaskSQL with toggle set and every other change unset.
 -- NULL parameters are NULLIF(:nul, 'NULL'), see create.sql. The title, bound but unused
 -- since set_title is false, is '' in the service; pgbench cannot bind an empty string.
 \set u random(2, 1 + :nusers)
 \set tid (:u - 1) + random(0, :tasks_per_user - 1) * :task_users
 \set prio 0
-\startpipeline
-SELECT EXISTS (SELECT 1 FROM users WHERE id = :u AND issuer IS NULL);
 UPDATE tasks SET
 	title = CASE WHEN :f THEN :title::text ELSE title END,
 	description = CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text ELSE description END,
@@ -23,4 +21,3 @@ UPDATE tasks SET
 	WHERE user_id = :u AND id = :tid AND (NULLIF(:nul, 'NULL')::bigint[] IS NULL OR version = ANY (NULLIF(:nul, 'NULL')::bigint[]))
 	RETURNING id, user_id, title, description, completed, priority, tags, due_date,
 	created_at, updated_at, completed_at, version;
-\endpipeline
