@@ -286,7 +286,7 @@ func testBetterAuthIntegration(t *testing.T, alg string) {
 
 	t.Run("tasks on /api/v1", func(t *testing.T) {
 		e := baAs(env, t)
-		var task taskJSON
+		var task wireTask
 		e.do("POST", "/api/v1/tasks", `{"title":"Buy milk","tags":["Home"]}`, alice.Token).want(201, "").json(&task)
 		if _, ok := task.UserID.(float64); !ok {
 			t.Errorf("user_id on /api/v1 = %#v, want the local number", task.UserID)
@@ -321,13 +321,13 @@ func testBetterAuthIntegration(t *testing.T, alg string) {
 	t.Run("tasks on /api/{user_id}/tasks", func(t *testing.T) {
 		e := baAs(env, t)
 		base := "/api/" + alice.ID + "/tasks"
-		var task taskJSON
+		var task wireTask
 		e.do("POST", base, `{"title":"Call mom","description":"Sunday"}`, alice.Token).want(201, "").json(&task)
 		if task.UserID != alice.ID {
 			t.Errorf("user_id = %#v, want the Better Auth id %q", task.UserID, alice.ID)
 		}
 		path := base + "/" + strconv.FormatInt(task.ID, 10)
-		var list []taskJSON
+		var list []wireTask
 		r := e.do("GET", base, "", alice.Token).want(200, "")
 		r.json(&list)
 		if len(list) != 1 || list[0].ID != task.ID || list[0].UserID != alice.ID || r.Header().Get("X-Total-Count") != "1" {
@@ -591,7 +591,7 @@ func TestJWKSAlgorithms(t *testing.T) {
 			if me.Email == nil || *me.Email != sub+"@example.com" {
 				t.Errorf("me = %+v, want email %s@example.com", me, sub)
 			}
-			var task taskJSON
+			var task wireTask
 			baAs(env, t).do("POST", "/api/"+sub+"/tasks", `{"title":"t"}`, k.sign(t, baGoodClaims(sub))).
 				want(201, "").json(&task)
 			if task.UserID != sub {
@@ -878,7 +878,7 @@ func TestBetterAuthSecretTokens(t *testing.T) {
 		if a.ID != b.ID || a.ID != c.ID {
 			t.Errorf("users %d, %d, %d, want one", a.ID, b.ID, c.ID)
 		}
-		var task taskJSON
+		var task wireTask
 		baAs(env, t).do("POST", "/api/"+sub+"/tasks", `{"title":"minted"}`, baMint(t, jwt.MapClaims{"id": sub, "exp": exp})).
 			want(201, "").json(&task)
 		if task.UserID != sub {
@@ -1092,7 +1092,7 @@ func TestBetterAuthProfileClaimsUpdateUser(t *testing.T) {
 	if first.Email == nil || *first.Email != "ada@example.com" || first.Name == nil || *first.Name != "Ada" {
 		t.Fatalf("first sight: %+v", first)
 	}
-	var task taskJSON
+	var task wireTask
 	env.do("POST", "/api/v1/tasks", `{"title":"kept"}`, k.sign(t, claims("ada@example.com", "Ada"))).want(201, "").json(&task)
 
 	changed := baMe(t, env, k.sign(t, claims("ada@lovelace.example", "Ada Lovelace")))

@@ -977,7 +977,7 @@ func TestOpenAPIAnswersMatchTheDocument(t *testing.T) {
 	send(oaReq{method: "GET", target: "/api/v1/auth/me", token: gone.AccessToken, want: 401})
 
 	// Tasks.
-	var task taskJSON
+	var task wireTask
 	created := send(oaReq{method: "POST", target: "/api/v1/tasks", token: token, want: 201,
 		body: `{"title":" Write the manual ","description":"With examples","priority":"high","tags":["Docs","docs","api"],"due_date":"2026-12-01"}`})
 	created.json(&task)
@@ -1013,7 +1013,7 @@ func TestOpenAPIAnswersMatchTheDocument(t *testing.T) {
 	send(oaReq{method: "PATCH", target: "/api/v1/tasks/" + id + "/complete", token: token, headers: header{"Content-Type": ""}, want: 200})
 	send(oaReq{method: "PATCH", target: "/api/v1/tasks/" + id + "/complete", token: token, want: 200, body: `{"completed":false}`})
 	send(oaReq{method: "PATCH", target: "/api/v1/tasks/" + id, token: token, want: 422, body: `{"title":null,"priority":"urgent","tags":["` + strings.Repeat("t", 51) + `"]}`})
-	var doomed taskJSON
+	var doomed wireTask
 	send(oaReq{method: "POST", target: "/api/v1/tasks", token: token, want: 201, body: `{"title":"Doomed"}`}).json(&doomed)
 	send(oaReq{method: "DELETE", target: "/api/v1/tasks/" + strconv.FormatInt(doomed.ID, 10), token: token, headers: header{"If-Match": "*"}, want: 204})
 	send(oaReq{method: "DELETE", target: "/api/v1/tasks/" + strconv.FormatInt(doomed.ID, 10), token: token, want: 404})

@@ -1,9 +1,10 @@
 package main
 
 // Fuzz targets for everything a client controls: JSON bodies of every route, list query
-// strings, cursors, and bearer tokens of both kinds. Without -fuzz, `go test` runs each
-// target over its seeds (testdata/fuzz/<FuzzName>/ and the f.Add calls); the test
-// command also runs each one for a few seconds of fuzzing.
+// strings, cursors, bearer tokens of both kinds; and the task encoder, against
+// encoding/json. Without -fuzz, `go test` runs each target over its seeds
+// (testdata/fuzz/<FuzzName>/ and the f.Add calls); the test command also runs each one
+// for a few seconds of fuzzing.
 
 import (
 	"bytes"
@@ -74,7 +75,7 @@ var fzContentTypes = []string{"application/json", "application/x-www-form-urlenc
 func FuzzJSONBodies(f *testing.F) {
 	env := newTestEnv(f)
 	token, user := env.registerUser("fuzz-bodies@example.com")
-	var task taskJSON
+	var task wireTask
 	env.do("POST", "/api/v1/tasks", `{"title":"fuzzed"}`, token).want(http.StatusCreated, "").json(&task)
 	sub, id := strconv.FormatInt(user.ID, 10), strconv.FormatInt(task.ID, 10)
 	routes := []struct{ method, path string }{
@@ -400,6 +401,66 @@ func FuzzBetterAuthToken(f *testing.F) {
 				return // refused by the owed user check, as a request would be
 			}
 			t.Fatalf("token %q accepted as user %d, who cannot be found: %v", token, p.UserID, err)
+		}
+	})
+}
+
+// referenceTaskJSON is what json.Marshal writes for t: the bytes appendTask must match.
+func referenceTaskJSON(t testing.TB, task Task, pathUserID string) []byte {
+	t.Helper()
+	b, err := json.Marshal(referenceTask(task, pathUserID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// referenceTask is the contract's task object as a struct for encoding/json.
+func referenceTask(task Task, pathUserID string) wireTask {
+	utc := func(p *time.Time) *time.Time {
+		if p == nil {
+			return nil
+		}
+		u := p.UTC()
+		return &u
+	}
+	w := wireTask{ID: task.ID, UserID: task.UserID, Title: task.Title, Description: task.Description,
+		Completed: task.Completed, Priority: priorityNames[task.Priority], Tags: task.Tags,
+		DueDate: utc(task.DueDate), CreatedAt: task.CreatedAt.UTC(), UpdatedAt: task.UpdatedAt.UTC(),
+		CompletedAt: utc(task.CompletedAt)}
+	if pathUserID != "" {
+		w.UserID = pathUserID
+	}
+	if w.Tags == nil {
+		w.Tags = []string{}
+	}
+	return w
+}
+
+// FuzzTaskJSON holds the hand-written task encoder to encoding/json's bytes for any text
+// in a task's strings, any time and both shapes of user_id.
+func FuzzTaskJSON(f *testing.F) {
+	f.Add("Buy milk", "2 litres", "home", "", int64(1_700_000_000), uint32(123_456_789), false)
+	f.Add(`quote " backslash \ slash / <b>&amp;</b>`, "tab\tnew\nline\rcr\bbs\fff\x00nul\x1fus\x7fdel", "é ü 日本 🎉", "user-42", int64(0), uint32(0), true)
+	f.Add("line\u2028sep\u2029para", "bad \xff\xfe utf8 \xc3", "\xed\xa0\x80", "\"<id>\"", int64(-62135596800), uint32(1), false)
+	f.Add("", "", "", "7", int64(253402300799-3600), uint32(999_999_999), true)
+	zones := []*time.Location{time.UTC, time.FixedZone("", 5*3600+30*60), time.FixedZone("", -8*3600)}
+	f.Fuzz(func(t *testing.T, title, description, tag, pathUser string, sec int64, nsec uint32, completed bool) {
+		at := time.Unix(sec, int64(nsec%1_000_000_000)).In(zones[uint64(sec)%uint64(len(zones))])
+		due := at.Add(time.Hour)
+		if at.Year() < 1 || due.UTC().Year() > 9999 {
+			return // outside what a due date may hold, and what time.Time marshals
+		}
+		task := Task{ID: sec & 0x7fffffff, UserID: int64(len(title)), Title: title, Completed: completed,
+			Priority: int16(uint64(sec) % 3), CreatedAt: at, UpdatedAt: at.Add(time.Nanosecond)}
+		if completed {
+			task.Description, task.Tags, task.DueDate, task.CompletedAt = &description, []string{tag, title}, &due, &at
+		}
+		for _, pu := range []string{"", pathUser} {
+			want := referenceTaskJSON(t, task, pu)
+			if got := appendTask(nil, task, pu); !bytes.Equal(got, want) {
+				t.Fatalf("appendTask:\n got %s\nwant %s", got, want)
+			}
 		}
 	})
 }

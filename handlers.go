@@ -296,12 +296,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode response: %w", err)
 	}
+	return writeJSONBody(w, status, append(b, '\n'))
+}
+
+// writeJSONBody sends body, JSON ending in a newline, with the given status.
+func writeJSONBody(w http.ResponseWriter, status int, body []byte) error {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)+1))
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
-	b = append(b, '\n')
-	_, err = w.Write(b)
+	_, err := w.Write(body)
 	return err
 }
 

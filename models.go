@@ -63,45 +63,115 @@ func parsePriority(s string) (int16, bool) {
 // ETag is the task's strong entity tag; it changes exactly when the task does.
 func (t Task) ETag() string { return `"` + strconv.FormatInt(t.Version, 10) + `"` }
 
-// taskJSON is the wire shape of a task. UserID is a number on /api/v1 and the path's
-// string on the section 6 routes.
-type taskJSON struct {
-	ID          int64      `json:"id"`
-	UserID      any        `json:"user_id"`
-	Title       string     `json:"title"`
-	Description *string    `json:"description"`
-	Completed   bool       `json:"completed"`
-	Priority    string     `json:"priority"`
-	Tags        []string   `json:"tags"`
-	DueDate     *time.Time `json:"due_date"`
-	CreatedAt   time.Time  `json:"created_at"`
-	UpdatedAt   time.Time  `json:"updated_at"`
-	CompletedAt *time.Time `json:"completed_at"`
-}
-
-// wire renders t; pathUserID is the {user_id} of a section 6 route, or "".
-func (t Task) wire(pathUserID string) taskJSON {
-	out := taskJSON{
-		ID: t.ID, UserID: t.UserID, Title: t.Title, Description: t.Description,
-		Completed: t.Completed, Priority: priorityNames[t.Priority], Tags: t.Tags,
-		DueDate: utcPtr(t.DueDate), CreatedAt: t.CreatedAt.UTC(), UpdatedAt: t.UpdatedAt.UTC(),
-		CompletedAt: utcPtr(t.CompletedAt),
-	}
+// appendTask appends the wire form of t: the bytes encoding/json would write for the
+// contract's task object, written without reflection because tasks are most of what the
+// service sends (json.Marshal was a quarter of a list request's CPU). user_id is a number
+// on /api/v1 and the path's {user_id}, a string, on a section 6 route (pathUserID set),
+// so that a client reads back the id it addressed. Tags are [] rather than null; times
+// are UTC, RFC 3339 with nanoseconds as time.Time marshals. A test holds the bytes equal
+// to json.Marshal's, fuzzed strings included.
+func appendTask(b []byte, t Task, pathUserID string) []byte {
+	b = append(b, `{"id":`...)
+	b = strconv.AppendInt(b, t.ID, 10)
+	b = append(b, `,"user_id":`...)
 	if pathUserID != "" {
-		out.UserID = pathUserID
+		b = appendJSONString(b, pathUserID)
+	} else {
+		b = strconv.AppendInt(b, t.UserID, 10)
 	}
-	if out.Tags == nil {
-		out.Tags = []string{}
+	b = append(b, `,"title":`...)
+	b = appendJSONString(b, t.Title)
+	b = append(b, `,"description":`...)
+	if t.Description == nil {
+		b = append(b, "null"...)
+	} else {
+		b = appendJSONString(b, *t.Description)
 	}
-	return out
+	b = append(b, `,"completed":`...)
+	b = strconv.AppendBool(b, t.Completed)
+	b = append(b, `,"priority":`...)
+	b = appendJSONString(b, priorityNames[t.Priority])
+	b = append(b, `,"tags":[`...)
+	for i, tag := range t.Tags {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, tag)
+	}
+	b = append(b, `],"due_date":`...)
+	b = appendJSONTime(b, t.DueDate)
+	b = append(b, `,"created_at":`...)
+	b = appendJSONTime(b, &t.CreatedAt)
+	b = append(b, `,"updated_at":`...)
+	b = appendJSONTime(b, &t.UpdatedAt)
+	b = append(b, `,"completed_at":`...)
+	b = appendJSONTime(b, t.CompletedAt)
+	return append(b, '}')
 }
 
-func utcPtr(t *time.Time) *time.Time {
+// appendJSONTime appends t in UTC as time.Time's MarshalJSON does, or null.
+func appendJSONTime(b []byte, t *time.Time) []byte {
 	if t == nil {
-		return nil
+		return append(b, "null"...)
 	}
-	u := t.UTC()
-	return &u
+	b = append(b, '"')
+	b = t.UTC().AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json escapes it by
+// default: quote, backslash and control characters; <, > and & (so that a task's text
+// pasted into HTML stays inert); U+2028 and U+2029 (line breaks to JavaScript); and
+// invalid UTF-8 as U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // optional is a body field that can be absent (Set false), null (Value nil) or a value.

@@ -388,7 +388,7 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 					p := phase.Load()
 					record(r)
 					if r.status == http.StatusCreated {
-						var tj taskJSON
+						var tj wireTask
 						json.Unmarshal(r.body, &tj)
 						mu.Lock()
 						created[title] = tj.ID
@@ -424,7 +424,7 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 			record(r)
 			mu.Lock()
 			if r.status == http.StatusCreated {
-				var tj taskJSON
+				var tj wireTask
 				json.Unmarshal(r.body, &tj)
 				created[title] = tj.ID
 			} else {
@@ -639,7 +639,7 @@ func TestIdempotentCreate(t *testing.T) {
 	t.Run("keys are per user", func(t *testing.T) {
 		t.Parallel()
 		other, otherUser := env.registerUser("idem-other@example.com")
-		var mine, theirs taskJSON
+		var mine, theirs wireTask
 		env.do("POST", "/api/v1/tasks", `{"title":"shared key"}`, token, key("per-user")).want(201, "").json(&mine)
 		env.do("POST", "/api/v1/tasks", `{"title":"shared key"}`, other, key("per-user")).want(201, "").json(&theirs)
 		if mine.ID == theirs.ID || theirs.UserID != float64(otherUser.ID) {
@@ -652,7 +652,7 @@ func TestIdempotentCreate(t *testing.T) {
 	t.Run("both create routes share one key space", func(t *testing.T) {
 		t.Parallel()
 		sub := strconv.FormatInt(user.ID, 10)
-		var a, b taskJSON
+		var a, b wireTask
 		env.do("POST", "/api/v1/tasks", `{"title":"either route"}`, token, key("routes-1")).want(201, "").json(&a)
 		env.do("POST", "/api/"+sub+"/tasks", `{"title":"either route"}`, token, key("routes-1")).want(201, "").json(&b)
 		if a.ID != b.ID {
@@ -673,14 +673,14 @@ func TestIdempotentCreate(t *testing.T) {
 	})
 	t.Run("expired keys are forgotten", func(t *testing.T) {
 		t.Parallel()
-		var first taskJSON
+		var first wireTask
 		env.do("POST", "/api/v1/tasks", `{"title":"long ago"}`, token, key("expired-1")).want(201, "").json(&first)
 		// A day and a bit later, as far as the key is concerned.
 		if _, err := env.st.pool.Exec(context.Background(), `UPDATE idempotency_keys SET created_at = now() - interval '25 hours'
 			WHERE user_id = $1 AND key = $2`, user.ID, "expired-1"); err != nil {
 			t.Fatal(err)
 		}
-		var again taskJSON
+		var again wireTask
 		env.do("POST", "/api/v1/tasks", `{"title":"a new body"}`, token, key("expired-1")).want(201, "").json(&again)
 		if again.ID == first.ID || again.Title != "a new body" {
 			t.Errorf("reused expired key answered %+v", again)
@@ -1318,7 +1318,7 @@ func TestHostileInput(t *testing.T) {
 	t.Parallel()
 	env := newTestEnv(t)
 	token, user := env.registerUser("hostile@example.com")
-	var task taskJSON
+	var task wireTask
 	env.do("POST", "/api/v1/tasks", `{"title":"target"}`, token).want(201, "").json(&task)
 	sub := strconv.FormatInt(user.ID, 10)
 	one := "/api/v1/tasks/" + strconv.FormatInt(task.ID, 10)

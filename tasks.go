@@ -347,7 +347,7 @@ func taskLocation(r *http.Request, id int64) string {
 // writeTask answers one task with its ETag.
 func writeTask(w http.ResponseWriter, r *http.Request, status int, t Task) error {
 	w.Header().Set("ETag", t.ETag())
-	return writeJSON(w, status, t.wire(hackathonUser(r)))
+	return writeJSONBody(w, status, append(appendTask(make([]byte, 0, 512), t, hackathonUser(r)), '\n'))
 }
 
 // validIdempotencyKey: 1–255 printable ASCII characters.
@@ -391,8 +391,7 @@ func (s *Server) handleTaskCreate(w http.ResponseWriter, r *http.Request) error 
 	canonical, _ := json.Marshal(b.raw) // sorted keys, compacted values: the same JSON value hashes alike
 	sum := sha256.Sum256(canonical)
 	ans, err := s.st.CreateTaskOnce(r.Context(), userID, key[0], sum[:], c, func(t Task) (idempotentAnswer, error) {
-		body, err := json.Marshal(t.wire(hackathonUser(r)))
-		return idempotentAnswer{Status: http.StatusCreated, Body: body}, err
+		return idempotentAnswer{Status: http.StatusCreated, Body: appendTask(nil, t, hackathonUser(r))}, nil
 	})
 	if err != nil {
 		return err
@@ -404,17 +403,7 @@ func (s *Server) handleTaskCreate(w http.ResponseWriter, r *http.Request) error 
 		w.Header().Set("Location", taskLocation(r, created.ID))
 	}
 	w.Header().Set("ETag", `"1"`) // the first answer shows the task at its first version
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(ans.Status)
-	_, err = w.Write(append(ans.Body, '\n'))
-	return err
-}
-
-// taskPage is the /api/v1 list answer.
-type taskPage struct {
-	Items      []taskJSON `json:"items"`
-	NextCursor *string    `json:"next_cursor"`
-	Total      int64      `json:"total"`
+	return writeJSONBody(w, ans.Status, append(ans.Body, '\n'))
 }
 
 // handleTaskList serves GET /api/v1/tasks (a page with a cursor) and GET
@@ -442,23 +431,39 @@ func (s *Server) handleTaskList(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if pathUser != "" {
-		items := make([]taskJSON, len(tasks))
-		for i, t := range tasks {
-			items[i] = t.wire(pathUser)
-		}
+	body := make([]byte, 0, 64+512*len(tasks))
+	if pathUser != "" { // a plain array; the total goes in a header
 		w.Header().Set("X-Total-Count", strconv.FormatInt(total, 10))
-		return writeJSON(w, http.StatusOK, items)
+		body = appendTasks(body, tasks, pathUser)
+		return writeJSONBody(w, http.StatusOK, append(body, '\n'))
 	}
-	page := taskPage{Items: make([]taskJSON, 0, min(len(tasks), limit)), Total: total}
+	var next *string
 	if len(tasks) > limit {
 		tasks = tasks[:limit]
-		page.NextCursor = ptr(s.auth.encodeCursor(userID, q, tasks[limit-1]))
+		next = ptr(s.auth.encodeCursor(userID, q, tasks[limit-1]))
 	}
-	for _, t := range tasks {
-		page.Items = append(page.Items, t.wire(""))
+	body = appendTasks(append(body, `{"items":`...), tasks, "")
+	body = append(body, `,"next_cursor":`...)
+	if next == nil {
+		body = append(body, "null"...)
+	} else {
+		body = appendJSONString(body, *next)
 	}
-	return writeJSON(w, http.StatusOK, page)
+	body = append(body, `,"total":`...)
+	body = strconv.AppendInt(body, total, 10)
+	return writeJSONBody(w, http.StatusOK, append(body, "}\n"...))
+}
+
+// appendTasks appends tasks as a JSON array.
+func appendTasks(b []byte, tasks []Task, pathUserID string) []byte {
+	b = append(b, '[')
+	for i, t := range tasks {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendTask(b, t, pathUserID)
+	}
+	return append(b, ']')
 }
 
 // etagMatches reports whether an If-None-Match list names etag (or is *).

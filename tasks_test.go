@@ -29,6 +29,13 @@ type wireTask struct {
 	CompletedAt *time.Time `json:"completed_at"`
 }
 
+// taskPage is the client's view of an /api/v1 list answer.
+type taskPage struct {
+	Items      []wireTask `json:"items"`
+	NextCursor *string    `json:"next_cursor"`
+	Total      int64      `json:"total"`
+}
+
 func (e *testEnv) createTask(token, body string) wireTask {
 	e.t.Helper()
 	var t wireTask
