@@ -726,7 +726,7 @@ func TestGracefulShutdownFinishesInFlightRequest(t *testing.T) {
 
 func TestRunServesEndToEnd(t *testing.T) {
 	t.Parallel()
-	base, _, _, _ := startService(t, nil)
+	base, _, _, logs := startService(t, nil)
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/no/such/route": 404} {
 		res, err := http.Get(base + path)
 		if err != nil {
@@ -741,5 +741,56 @@ func TestRunServesEndToEnd(t *testing.T) {
 		if want == 404 && e["error_code"] != "not_found" {
 			t.Errorf("404 body %v", e)
 		}
+	}
+	// The access log is buffered, yet a request's line reaches stdout while the service
+	// runs, within the flush interval.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), `"route":"GET /healthz"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no access log line for /healthz while running:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestLogBuffer(t *testing.T) {
+	t.Parallel()
+	var out syncBuffer
+	lb := startLogBuffer(&out, 20*time.Millisecond)
+	lb.Write([]byte("{\"first\":1}\n"))
+	deadline := time.Now().Add(5 * time.Second)
+	for out.String() != "{\"first\":1}\n" { // written by the periodic flush, not by Close
+		if time.Now().After(deadline) {
+			t.Fatalf("a buffered line was not flushed while running: %q", out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Concurrent writers: every line whole, none lost, all out once Close returns.
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 2000 {
+				fmt.Fprintf(lb, "{\"writer\":%d,\"line\":%d,\"pad\":%q}\n", w, i, strings.Repeat("x", i%300))
+			}
+		})
+	}
+	wg.Wait()
+	if err := lb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 1+8*2000 {
+		t.Fatalf("%d lines, want %d", len(lines), 1+8*2000)
+	}
+	next := make([]int, 8)
+	for _, l := range lines[1:] {
+		var v struct{ Writer, Line int }
+		if err := json.Unmarshal([]byte(l), &v); err != nil {
+			t.Fatalf("torn line %q: %v", l, err)
+		}
+		if v.Line != next[v.Writer] {
+			t.Fatalf("writer %d: line %d after %d", v.Writer, v.Line, next[v.Writer]-1)
+		}
+		next[v.Writer]++
 	}
 }

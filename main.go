@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -16,13 +17,21 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
 
 func main() {
+	if os.Getenv("GOGC") == "" {
+		// Twice the default heap growth between collections: measured under load, a
+		// tenth to a sixth less CPU per request for a peak heap still near 30 MiB, since a
+		// request's garbage is small and short-lived. GOGC in the environment overrides.
+		debug.SetGCPercent(200)
+	}
 	if err := run(context.Background(), os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "todo:", err)
 		os.Exit(1)
@@ -243,7 +252,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	logOut := startLogBuffer(stdout, logFlushInterval)
+	defer logOut.Close()
+	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	if len(cfg.JWTSecret) < 32 {
 		// Development mode only (loadConfig refuses otherwise): tokens die with the process.
 		cfg.JWTSecret = make([]byte, 32)
@@ -283,6 +294,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "dev_mode", cfg.DevMode)
+	logOut.Flush() // whatever waits for the service to come up reads it at once
 
 	select {
 	case err := <-serveErr:
@@ -300,4 +312,59 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// logFlushInterval bounds how late a log line reaches stdout.
+const logFlushInterval = 100 * time.Millisecond
+
+// logBuffer gathers log lines into few writes. At the default level every request
+// writes a line, and a system call per line cost a tenth to a fifth of a request's CPU;
+// buffered, lines reach stdout at most logFlushInterval late, and at exit. The price is
+// that much of the log lost if the process is killed outright.
+type logBuffer struct {
+	mu      sync.Mutex
+	buf     *bufio.Writer
+	done    chan struct{}
+	stopped chan struct{}
+}
+
+func startLogBuffer(w io.Writer, every time.Duration) *logBuffer {
+	lb := &logBuffer{buf: bufio.NewWriterSize(w, 64<<10), done: make(chan struct{}), stopped: make(chan struct{})}
+	go func() {
+		defer close(lb.stopped)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				lb.Flush()
+			case <-lb.done:
+				return
+			}
+		}
+	}()
+	return lb
+}
+
+// Write takes one whole line, as slog's handlers write them; lines never interleave.
+func (lb *logBuffer) Write(p []byte) (int, error) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	return lb.buf.Write(p)
+}
+
+func (lb *logBuffer) Flush() error {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	if lb.buf.Buffered() == 0 {
+		return nil
+	}
+	return lb.buf.Flush()
+}
+
+// Close stops the periodic flushing and writes what is left.
+func (lb *logBuffer) Close() error {
+	close(lb.done)
+	<-lb.stopped
+	return lb.Flush()
 }

@@ -10,7 +10,8 @@
 #
 # Knobs (environment): BENCH_QUICK=1 (about a minute: a small data set, one round, short
 # runs), BENCH_ROUNDS, BENCH_DURATION and BENCH_WARMUP (seconds), BENCH_CONNS (32),
-# BENCH_PORT (18080). Other variables the service reads (DB_MAX_CONNS, ...) pass through.
+# BENCH_PORT (18080), BENCH_LOG_LEVEL (the service's LOG_LEVEL, default info). Other variables
+# the service reads (DB_MAX_CONNS, ...) pass through.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -98,7 +99,7 @@ stmt_calls() {
 SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
 start_server() {
   DATABASE_URL="postgres://postgres@/bench?host=$PGDIR" PORT=$PORT JWT_SECRET_KEY=$SECRET \
-    LOG_LEVEL=warn JWT_ACCESS_TTL=12h APP_ENV=production \
+    LOG_LEVEL=${BENCH_LOG_LEVEL:-info} JWT_ACCESS_TTL=12h APP_ENV=production \
     "$WORK/todo" >>"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   "$LOADGEN" wait -url "$URL" -timeout 60s
