@@ -238,4 +238,5 @@ say "== report"
   for d in "${SIZE_DESC[@]}"; do desc+=(-size "$d"); done
   "$LOADGEN" report -in "$RESULTS" "${desc[@]}"
 } | tee "$OUT/report.md"
+gzip -f "$OUT/server.log" # a line per request: about half a gigabyte for a full run
 say "records and report: $OUT"
