@@ -216,6 +216,32 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// requestCase is one request of a table test and the answer it must get: the envelope
+// with code for an error status, the status alone for a success.
+type requestCase struct {
+	name, method, path, body string
+	headers                  header
+	status                   int
+	code                     string
+}
+
+// runRequestCases sends each case with token, each in its own parallel subtest.
+func (e *testEnv) runRequestCases(t *testing.T, token string, cases []requestCase) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := e.do(tc.method, tc.path, tc.body, token, tc.headers)
+			if tc.status < 300 {
+				if r.Code != tc.status {
+					t.Fatalf("got %d %s, want %d", r.Code, r.Body, tc.status)
+				}
+				return
+			}
+			checkEnvelope(t, r, tc.status, tc.code)
+		})
+	}
+}
+
 // response is a finished exchange with helpers to read it.
 type response struct {
 	*httptest.ResponseRecorder
@@ -320,12 +346,7 @@ func TestErrorEnvelope(t *testing.T) {
 	t.Parallel()
 	env := newTestEnv(t, func(c *Config) { c.MaxBodyBytes = 1024 })
 	token, _ := env.registerUser("envelope@example.com")
-	tests := []struct {
-		name, method, path, body string
-		headers                  header
-		status                   int
-		code                     string
-	}{
+	env.runRequestCases(t, token, []requestCase{
 		{"unknown route", "GET", "/nope", "", nil, 404, "not_found"},
 		{"unknown api route", "GET", "/api/v1/nothing/here", "", nil, 404, "not_found"},
 		{"wrong method", "DELETE", "/healthz", "", nil, 405, "method_not_allowed"},
@@ -339,14 +360,7 @@ func TestErrorEnvelope(t *testing.T) {
 		{"wrong content type", "POST", "/api/v1/tasks", `{"title":"a"}`, header{"Content-Type": "text/plain"}, 415, "unsupported_media_type"},
 		{"no content type", "POST", "/api/v1/tasks", `{"title":"a"}`, header{"Content-Type": ""}, 415, "unsupported_media_type"},
 		{"no token", "GET", "/api/v1/tasks", "", header{"Authorization": ""}, 401, "not_authenticated"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			r := env.do(tt.method, tt.path, tt.body, token, tt.headers)
-			checkEnvelope(t, r, tt.status, tt.code)
-		})
-	}
+	})
 	t.Run("405 keeps Allow", func(t *testing.T) {
 		t.Parallel()
 		r := env.do("POST", "/api/v1/tasks/stats", "", token)
