@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -11,6 +13,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 const testPassword = "correct horse battery"
@@ -698,4 +702,86 @@ func TestCachedTokenStillChecksTheUser(t *testing.T) {
 	}
 	env.do("DELETE", "/api/v1/auth/me", "", token)
 	env.do("GET", "/api/v1/tasks", "", token).want(401, "invalid_token")
+}
+
+// statementLog records the SQL a pool sends, batches included.
+type statementLog struct {
+	mu  sync.Mutex
+	sql []string
+}
+
+func (l *statementLog) add(sql string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sql = append(l.sql, sql)
+}
+
+func (l *statementLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.sql
+	l.sql = nil
+	return s
+}
+
+func (l *statementLog) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	l.add(d.SQL)
+	return ctx
+}
+func (l *statementLog) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (l *statementLog) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+func (l *statementLog) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	l.add(d.SQL)
+}
+func (l *statementLog) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+func TestUserCheckOnlyOnAMiss(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	token, _ := env.registerUser("checked@example.com")
+	task := env.createTask(token, `{"title":"found"}`)
+	emptyToken, _ := env.registerUser("empty@example.com")
+
+	// The same service over a pool that records every statement it sends.
+	pc, err := pgxpool.ParseConfig(env.cfg.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log statementLog
+	pc.ConnConfig.Tracer = &log
+	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	st := &Store{pool: pool, queryTimeout: env.cfg.QueryTimeout}
+	traced := &testEnv{t: t, cfg: env.cfg, st: st, srv: NewServer(slog.New(slog.DiscardHandler), env.cfg, st, env.srv.auth), logs: env.logs}
+
+	path := env.taskPath(task.ID)
+	for _, c := range []struct {
+		method, path, body, token string
+		status                    int
+		checks                    bool
+	}{
+		// A row of the user's found or written proves the user: one statement, no check.
+		{"GET", path, "", token, 200, false},
+		{"PATCH", path, `{"title":"renamed"}`, token, 200, false},
+		{"PATCH", path + "/complete", "", token, 200, false},
+		{"GET", "/api/v1/tasks", "", token, 200, false},
+		{"POST", "/api/v1/tasks", `{"title":"new"}`, token, 201, false},
+		{"GET", "/api/v1/tasks/stats", "", token, 200, false},
+		// Nothing of the user's found: the check runs before answering.
+		{"GET", "/api/v1/tasks/999999999", "", token, 404, true},
+		{"GET", "/api/v1/tasks", "", emptyToken, 200, true},
+		{"GET", "/api/v1/tasks/stats", "", emptyToken, 200, true},
+	} {
+		log.take()
+		traced.do(c.method, c.path, c.body, c.token).want(c.status, "")
+		sent := log.take()
+		if got := slices.Contains(sent, userExistsSQL); got != c.checks {
+			t.Errorf("%s %s: user check sent = %v, want %v (statements: %q)", c.method, c.path, got, c.checks, sent)
+		}
+	}
 }
