@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -402,6 +403,18 @@ func TestAccessTokenVerification(t *testing.T) {
 			return jwt.MapClaims{"sub": "999999", "user_id": 999999, "iss": "todo-api", "aud": "todo-api",
 				"exp": time.Now().Add(time.Minute).Unix()}
 		}), "invalid_token"},
+		// RFC 7519 NumericDate: a JSON number, fractions and exponents included; a string
+		// holding a number, a boolean or null is malformed, never merely expired.
+		{"exp a fraction", hs("exp", func() any { return float64(time.Now().Add(time.Minute).Unix()) + 0.5 }), ""},
+		{"exp in exponent form", hs("exp", func() any { return json.Number("1.999999999e9") }), ""},
+		{"exp a string", hs("exp", func() any { return strconv.FormatInt(time.Now().Add(time.Minute).Unix(), 10) }), "invalid_token"},
+		{"exp a past string", hs("exp", is("1000000000")), "invalid_token"},
+		{"exp null", hs("exp", is(json.RawMessage("null"))), "invalid_token"},
+		{"exp a boolean", hs("exp", is(true)), "invalid_token"},
+		{"exp an object", hs("exp", is(map[string]int{"t": 1})), "invalid_token"},
+		{"nbf a string", hs("nbf", func() any { return strconv.FormatInt(time.Now().Unix(), 10) }), "invalid_token"},
+		{"iat a string", hs("iat", func() any { return strconv.FormatInt(time.Now().Unix(), 10) }), "invalid_token"},
+		{"iat an array", hs("iat", is([]int64{1})), "invalid_token"},
 		{"malformed", func() string { return "not.a.jwt" }, "invalid_token"},
 		{"garbage", func() string { return "garbage" }, "invalid_token"},
 	}

@@ -245,14 +245,28 @@ func peekToken(token string) (peek, bool) {
 		Alg string `json:"alg"`
 	}
 	var c struct {
-		Iss any `json:"iss"`
+		Iss any             `json:"iss"`
+		Exp json.RawMessage `json:"exp"`
+		Nbf json.RawMessage `json:"nbf"`
+		Iat json.RawMessage `json:"iat"`
 	}
 	if json.Unmarshal(hdr, &h) != nil || json.Unmarshal(body, &c) != nil {
+		return p, false
+	}
+	// RFC 7519 makes the time claims JSON numbers; the JWT library also takes a string
+	// holding a number, which would let "exp": "1999999999" through.
+	if !numericDate(c.Exp) || !numericDate(c.Nbf) || !numericDate(c.Iat) {
 		return p, false
 	}
 	p.Alg = h.Alg
 	p.Iss, _ = c.Iss.(string)
 	return p, true
+}
+
+// numericDate reports whether a time claim is absent or a JSON number (a fraction or an
+// exponent form included). json.Unmarshal has already checked that raw is valid JSON.
+func numericDate(raw json.RawMessage) bool {
+	return len(raw) == 0 || raw[0] == '-' || ('0' <= raw[0] && raw[0] <= '9')
 }
 
 // Authenticate verifies a bearer token and finds its user. Local tokens are recognised by
