@@ -39,9 +39,74 @@ func testDatabaseURL(t testing.TB) string {
 	t.Helper()
 	u := os.Getenv("TEST_DATABASE_URL")
 	if u == "" {
+		u = citusURL()
+	}
+	if u == "" {
 		t.Fatal("TEST_DATABASE_URL is not set: run the tests with `make test`, which starts a throwaway PostgreSQL")
 	}
 	return u
+}
+
+// citusURL is TEST_CITUS_URL, the Citus test mode: a database on a Citus coordinator with
+// its workers registered and the extension created. CREATE DATABASE does not propagate to
+// the workers, so there every test gets its own schema in that one database instead of a
+// database of its own, and the tables it holds are really distributed.
+func citusURL() string { return os.Getenv("TEST_CITUS_URL") }
+
+// citusShardCount keeps the Citus test mode quick: each distributed table of each test
+// schema has this many shards instead of Citus's default 32.
+const citusShardCount = "4"
+
+// newTestSchema makes an empty schema in the Citus test database and returns a URL whose
+// connections work in it (search_path); it is dropped after the test, unless the test
+// failed.
+func newTestSchema(t testing.TB, prefix string) string {
+	t.Helper()
+	name := randomName(prefix)
+	citusExec(t, "CREATE SCHEMA "+name)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kept schema %s of the failed test", name)
+			return
+		}
+		citusExec(t, "DROP SCHEMA IF EXISTS "+name+" CASCADE")
+	})
+	u, err := url.Parse(citusURL())
+	if err != nil {
+		t.Fatalf("parse TEST_CITUS_URL: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", name)
+	q.Set("citus.shard_count", citusShardCount)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func citusExec(t testing.TB, sql string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, citusURL())
+	if err != nil {
+		t.Fatalf("connect to the Citus coordinator: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// newEmptyDatabase returns the URL of a database (a schema, in the Citus test mode) that
+// holds no schema yet, as on a service's first start.
+func newEmptyDatabase(t testing.TB) string {
+	t.Helper()
+	if citusURL() != "" {
+		return newTestSchema(t, "todo_empty_")
+	}
+	name := randomName("todo_empty_")
+	adminExec(t, "CREATE DATABASE "+name)
+	t.Cleanup(func() { adminExec(t, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
+	return withDatabase(t, testDatabaseURL(t), name)
 }
 
 // withDatabase returns base with its database name replaced.
@@ -98,6 +163,18 @@ func randomName(prefix string) string {
 // dropped after the test, unless the test failed (then it is kept for a look).
 func newTestDatabase(t testing.TB) string {
 	t.Helper()
+	if citusURL() != "" {
+		u := newTestSchema(t, "todo_test_")
+		st, err := OpenStore(context.Background(), testConfig(u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		if err := st.applySchema(context.Background()); err != nil {
+			t.Fatalf("apply schema on Citus: %v", err)
+		}
+		return u
+	}
 	base := testDatabaseURL(t)
 	templateOnce.Do(func() {
 		templateName = randomName("todo_tmpl_")
@@ -482,11 +559,7 @@ func TestCORS(t *testing.T) {
 func TestSchemaApplyIsIdempotentAndConcurrent(t *testing.T) {
 	t.Parallel()
 	// A database without the schema, as on a first start.
-	base := testDatabaseURL(t)
-	name := randomName("todo_empty_")
-	adminExec(t, "CREATE DATABASE "+name)
-	t.Cleanup(func() { adminExec(t, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
-	cfg := testConfig(withDatabase(t, base, name))
+	cfg := testConfig(newEmptyDatabase(t))
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	for i := range errs {
@@ -549,9 +622,14 @@ func newDBProxy(t *testing.T, dbURL string) (*dbProxy, string) {
 	p := &dbProxy{ln: ln, target: func() (net.Conn, error) { return net.Dial(network, addr) }}
 	go p.serve()
 	t.Cleanup(func() { ln.Close(); p.setDown(true) })
-	host, port, _ := net.SplitHostPort(ln.Addr().String())
-	u := fmt.Sprintf("postgres://%s@%s:%s/%s?sslmode=disable", pc.User, host, port, pc.Database)
-	return p, u
+	// The runtime parameters go along: in the Citus test mode, search_path names the
+	// test's schema.
+	q := url.Values{"sslmode": {"disable"}}
+	for k, v := range pc.RuntimeParams {
+		q.Set(k, v)
+	}
+	u := url.URL{Scheme: "postgres", User: url.User(pc.User), Host: ln.Addr().String(), Path: "/" + pc.Database, RawQuery: q.Encode()}
+	return p, u.String()
 }
 
 func (p *dbProxy) serve() {

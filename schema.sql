@@ -104,6 +104,9 @@ BEGIN
     -- Nested, because pg_dist_partition exists only where Citus does.
     IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
         IF NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'tasks'::regclass) THEN
+            -- Otherwise making users a reference table turns every table with a foreign
+            -- key to it into a "Citus local table", which can no longer be distributed.
+            PERFORM set_config('citus.enable_local_reference_table_foreign_keys', 'off', true);
             PERFORM create_reference_table('users');
             PERFORM create_distributed_table('tasks', 'user_id');
             PERFORM create_distributed_table('refresh_tokens', 'user_id', colocate_with => 'tasks');

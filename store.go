@@ -338,13 +338,30 @@ func (st *Store) DeleteUser(ctx context.Context, id int64) error {
 func (st *Store) UpsertExternalUser(ctx context.Context, issuer, subject string, email, name *string) (int64, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
+	// The usual request finds its user as the token describes it: a read, and nothing
+	// else. On Citus users is a reference table, and any INSERT into it, even one whose
+	// ON CONFLICT changes nothing, is a write to every node with a two-phase commit.
+	var (
+		id              int64
+		curEmail, cName *string
+	)
+	err := st.pool.QueryRow(ctx, `SELECT id, email, name FROM users
+		WHERE issuer = $1 AND subject = $2 AND issuer IS NOT NULL`, issuer, subject).Scan(&id, &curEmail, &cName)
+	switch {
+	case err == nil && claimKept(curEmail, email) && claimKept(cName, name):
+		return id, nil
+	case err != nil && !errors.Is(err, pgx.ErrNoRows):
+		return 0, fmt.Errorf("find external user: %w", err)
+	}
 	// The DO UPDATE writes only when a claim changed, so that the usual request costs
 	// a read; the UNION finds the row when nothing changed and the UPDATE returned none.
+	// updated_at takes the service's clock ($5): Citus allows only immutable functions in
+	// the DO UPDATE of an INSERT into a distributed or reference table.
 	const q = `WITH up AS (
 			INSERT INTO users (issuer, subject, email, name) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (issuer, subject) WHERE issuer IS NOT NULL DO UPDATE
 				SET email = coalesce(EXCLUDED.email, users.email), name = coalesce(EXCLUDED.name, users.name),
-					updated_at = now()
+					updated_at = $5
 				WHERE (users.email, users.name) IS DISTINCT FROM
 					(coalesce(EXCLUDED.email, users.email), coalesce(EXCLUDED.name, users.name))
 			RETURNING id)
@@ -352,17 +369,22 @@ func (st *Store) UpsertExternalUser(ctx context.Context, issuer, subject string,
 		UNION ALL
 		SELECT id FROM users WHERE issuer = $1 AND subject = $2 AND issuer IS NOT NULL
 		LIMIT 1`
-	var id int64
-	err := st.pool.QueryRow(ctx, q, issuer, subject, email, name).Scan(&id)
+	err = st.pool.QueryRow(ctx, q, issuer, subject, email, name, time.Now()).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// A concurrent first request inserted the row after this statement's snapshot was
 		// taken: the conflict hid it from both branches. A second statement sees it.
-		err = st.pool.QueryRow(ctx, q, issuer, subject, email, name).Scan(&id)
+		err = st.pool.QueryRow(ctx, q, issuer, subject, email, name, time.Now()).Scan(&id)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("upsert external user: %w", err)
 	}
 	return id, nil
+}
+
+// claimKept: a claim absent from the token keeps the stored value; a present one must
+// equal it.
+func claimKept(stored, claim *string) bool {
+	return claim == nil || (stored != nil && *stored == *claim)
 }
 
 // inTx runs fn in a transaction under the per-query timeout, committing when it returns
@@ -489,14 +511,19 @@ func collectTask(rows pgx.Rows, err error) (Task, error) {
 	return pgx.CollectExactlyOneRow(rows, scanTask)
 }
 
-var insertTaskSQL = bindNames(`INSERT INTO tasks (user_id, title, description, completed, priority, tags, due_date, completed_at)
+// Task timestamps come from the service's clock (@now), never from now() in the
+// statement: Citus refuses a non-immutable function inside CASE in the UPDATE of a
+// distributed table, and one clock for a task's created_at and its later updated_at keeps
+// them ordered.
+var insertTaskSQL = bindNames(`INSERT INTO tasks (user_id, title, description, completed, priority, tags, due_date,
+		created_at, updated_at, completed_at)
 	VALUES (@user_id, @title, @description, @completed, @priority, @tags, @due_date,
-		CASE WHEN @completed::boolean THEN now() END)
+		@now, @now, CASE WHEN @completed::boolean THEN @now::timestamptz END)
 	RETURNING `+taskColumns,
-	"user_id", "title", "description", "completed", "priority", "tags", "due_date")
+	"user_id", "title", "description", "completed", "priority", "tags", "due_date", "now")
 
 func insertTaskArgs(userID int64, c taskChange) []any {
-	return []any{userID, c.Title, c.Description, c.Completed, c.Priority, c.Tags, c.DueDate}
+	return []any{userID, c.Title, c.Description, c.Completed, c.Priority, c.Tags, c.DueDate, time.Now()}
 }
 
 // bindNames rewrites the @name placeholders of a statement to $1, $2… in the order names
@@ -622,8 +649,8 @@ const (
 		tags = ` + newTags + `,
 		due_date = ` + newDueDate + `,
 		completed_at = CASE WHEN NOT (` + newCompleted + `) THEN NULL
-			WHEN completed THEN completed_at ELSE now() END,
-		updated_at = CASE WHEN ` + taskChanged + ` THEN now() ELSE updated_at END,
+			WHEN completed THEN completed_at ELSE @now::timestamptz END,
+		updated_at = CASE WHEN ` + taskChanged + ` THEN @now::timestamptz ELSE updated_at END,
 		version = version + CASE WHEN ` + taskChanged + ` THEN 1 ELSE 0 END
 	WHERE user_id = @user_id AND id = @id AND ` + ifMatches + `
 	RETURNING ` + taskColumns
@@ -632,7 +659,7 @@ const (
 var (
 	updateTaskSQL = bindNames(updateTaskTemplate, "user_id", "id", "if_match",
 		"set_title", "title", "set_description", "description", "toggle", "set_completed", "completed",
-		"set_priority", "priority", "set_tags", "tags", "set_due_date", "due_date")
+		"set_priority", "priority", "set_tags", "tags", "set_due_date", "due_date", "now")
 	deleteTaskSQL = bindNames(`DELETE FROM tasks WHERE user_id = @user_id AND id = @id AND `+ifMatches,
 		"user_id", "id", "if_match")
 )
@@ -645,7 +672,7 @@ func (st *Store) UpdateTask(ctx context.Context, userID, id int64, c taskChange,
 	defer cancel()
 	t, err := collectTask(st.pool.Query(ctx, updateTaskSQL, userID, id, ifMatch,
 		c.SetTitle, c.Title, c.SetDescription, c.Description, c.Toggle, c.SetCompleted, c.Completed,
-		c.SetPriority, c.Priority, c.SetTags, c.Tags, c.SetDueDate, c.DueDate))
+		c.SetPriority, c.Priority, c.SetTags, c.Tags, c.SetDueDate, c.DueDate, time.Now()))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Task{}, st.missOrStale(ctx, userID, id, ifMatch)
 	} else if err != nil {
@@ -830,8 +857,9 @@ func (st *Store) SetTasksCompleted(ctx context.Context, userID int64, f taskFilt
 	defer cancel()
 	b := sqlArgs{}
 	done := b.arg(completed) + "::boolean"
-	b.add("UPDATE tasks SET completed = " + done + ", completed_at = CASE WHEN " + done + " THEN now() END, " +
-		"updated_at = now(), version = version + 1")
+	now := b.arg(time.Now()) + "::timestamptz" // not now(): see insertTaskSQL
+	b.add("UPDATE tasks SET completed = " + done + ", completed_at = CASE WHEN " + done + " THEN " + now + " END, " +
+		"updated_at = " + now + ", version = version + 1")
 	b.where(userID, f)
 	b.add(" AND completed <> " + done)
 	tag, err := st.pool.Exec(ctx, b.sql.String(), b.args...)

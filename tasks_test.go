@@ -916,11 +916,24 @@ func sqlLiterals(t *testing.T, args []any) string {
 	return strings.Join(out, ", ")
 }
 
+// planNodes lists the node types of a JSON plan, depth first. On Citus it goes on into
+// the plan each worker runs ("Distributed Query" → "Job" → "Tasks" → "Remote Plan").
 func planNodes(p map[string]any) []string {
 	out := []string{p["Node Type"].(string)}
 	if kids, ok := p["Plans"].([]any); ok {
 		for _, k := range kids {
 			out = append(out, planNodes(k.(map[string]any))...)
+		}
+	}
+	dq, _ := p["Distributed Query"].(map[string]any)
+	job, _ := dq["Job"].(map[string]any)
+	tasks, _ := job["Tasks"].([]any)
+	for _, task := range tasks {
+		remote, _ := task.(map[string]any)["Remote Plan"].([]any)
+		for _, plans := range remote {
+			for _, rp := range plans.([]any) {
+				out = append(out, planNodes(rp.(map[string]any)["Plan"].(map[string]any))...)
+			}
 		}
 	}
 	return out

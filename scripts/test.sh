@@ -11,9 +11,11 @@ unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 if [ -n "$unformatted" ]; then echo "not gofmt-ed: $unformatted"; exit 1; fi
 echo "== go vet"
 go vet ./...
+go vet -tags citus ./...   # the Citus-only tests (run by hand against a cluster: README)
 echo "== staticcheck"
 command -v staticcheck >/dev/null 2>&1 || GOFLAGS= go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 staticcheck ./...
+staticcheck -tags citus ./...
 echo "== static build"
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$(mktemp -d)/todo" .
 
