@@ -75,8 +75,8 @@ func checkPassword(errs *fieldErrors, field string, p *string) {
 // bad field; 409 email_taken; 429 when one address registers too often.
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	noStore(w)
-	if ok, retry := s.limits.registers.allow("ip:"+s.limits.clientAddr(r), true); !ok {
-		return rateLimited(retry)
+	if err := s.limits.registers.take(r.Context(), "ip:"+s.limits.clientAddr(r)); err != nil {
+		return err
 	}
 	b, err := s.decodeObject(w, r)
 	if err != nil {
@@ -143,11 +143,11 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	email = strings.ToLower(strings.TrimSpace(email))
 	ipKey, emailKey := "ip:"+s.limits.clientAddr(r), "email:"+email
-	if ok, retry := s.limits.loginFailures.allow(ipKey, false); !ok {
-		return rateLimited(retry)
+	if err := s.limits.loginFailures.check(r.Context(), ipKey); err != nil {
+		return err
 	}
-	if ok, retry := s.limits.loginFailures.allow(emailKey, false); !ok {
-		return rateLimited(retry)
+	if err := s.limits.loginFailures.check(r.Context(), emailKey); err != nil {
+		return err
 	}
 	u, hash, err := s.st.FindLocalUserByEmail(r.Context(), email)
 	var ae *apiError
@@ -161,9 +161,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !ok || u.ID == 0 {
-		s.limits.loginFailures.allow(ipKey, true)
-		s.limits.loginFailures.allow(emailKey, true)
-		return errBadCredentials
+		return s.limits.countFailure(r.Context(), errBadCredentials, ipKey, emailKey)
 	}
 	if stale {
 		if newHash, err := s.auth.hashPassword(r.Context(), password); err == nil {
@@ -337,8 +335,8 @@ func (s *Server) handlePasswordChange(w http.ResponseWriter, r *http.Request) er
 			Message: "this account signs in through Better Auth and has no password here"}})
 	}
 	key := "email:" + *u.Email
-	if ok, retry := s.limits.loginFailures.allow(key, false); !ok {
-		return rateLimited(retry)
+	if err := s.limits.loginFailures.check(r.Context(), key); err != nil {
+		return err
 	}
 	hash, err := s.st.FindPasswordHash(r.Context(), id)
 	if err != nil {
@@ -349,8 +347,8 @@ func (s *Server) handlePasswordChange(w http.ResponseWriter, r *http.Request) er
 		return err
 	}
 	if !ok {
-		s.limits.loginFailures.allow(key, true)
-		return validationFailed([]fieldError{{Field: "current_password", Message: "is incorrect"}})
+		return s.limits.countFailure(r.Context(),
+			validationFailed([]fieldError{{Field: "current_password", Message: "is incorrect"}}), key)
 	}
 	newHash, err := s.auth.hashPassword(r.Context(), *next.Value)
 	if err != nil {

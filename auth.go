@@ -420,69 +420,79 @@ func parseRefreshToken(token string) (int64, []byte, error) {
 
 // ---- rate limits ----
 
-// rateLimits are token buckets in this replica's memory: with N replicas behind a load
-// balancer a client gets up to N times the rate. Good enough against guessing, and it
-// keeps the service free of shared state.
+// rateLimits are token buckets kept in PostgreSQL (the rate_limits table), so that every
+// replica counts against the same buckets: N replicas allow what one allows. While the
+// database is down they answer its error (503): a limiter that cannot count fails closed.
 type rateLimits struct {
 	loginFailures *limiter
 	registers     *limiter
 	trusted       []netip.Prefix
 }
 
-func newRateLimits(cfg Config) *rateLimits {
+func newRateLimits(cfg Config, st *Store) *rateLimits {
 	return &rateLimits{
-		loginFailures: newLimiter(cfg.LoginFailuresPerMinute, time.Minute),
-		registers:     newLimiter(cfg.RegistersPerMinute, time.Minute),
-		trusted:       cfg.TrustedProxies,
+		loginFailures: &limiter{st: st, name: "login", burst: float64(cfg.LoginFailuresPerMinute),
+			perSec: float64(cfg.LoginFailuresPerMinute) / 60},
+		registers: &limiter{st: st, name: "register", burst: float64(cfg.RegistersPerMinute),
+			perSec: float64(cfg.RegistersPerMinute) / 60},
+		trusted: cfg.TrustedProxies,
 	}
 }
 
+// limiter is one kind of bucket: burst events at once, refilled at perSec.
 type limiter struct {
-	mu      sync.Mutex
-	burst   float64
-	perSec  float64
-	buckets map[string]*bucket
-	lastGC  time.Time
+	st     *Store
+	name   string
+	burst  float64
+	perSec float64
 }
 
-type bucket struct {
-	tokens float64
-	last   time.Time
+// bucketKey hides the client address or e-mail the bucket counts for: the table needs
+// only to tell keys apart.
+func (l *limiter) bucketKey(key string) []byte {
+	sum := sha256.Sum256([]byte(l.name + "\x00" + key))
+	return sum[:]
 }
 
-func newLimiter(n int, per time.Duration) *limiter {
-	return &limiter{burst: float64(n), perSec: float64(n) / per.Seconds(), buckets: map[string]*bucket{}}
+// check answers rate_limited, with Retry-After, when key's bucket is empty.
+func (l *limiter) check(ctx context.Context, key string) error {
+	tokens, err := l.st.RateTokens(ctx, l.bucketKey(key), l.burst, l.perSec)
+	if err != nil {
+		return err
+	}
+	return l.verdict(tokens >= 1, tokens)
 }
 
-// allow reports whether key has a token left, taking one when take is set; when it has
-// none, it says how many seconds until it will.
-func (l *limiter) allow(key string, take bool) (bool, int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := time.Now()
-	if now.Sub(l.lastGC) > time.Minute {
-		// Full buckets carry no information; dropping them bounds memory.
-		for k, b := range l.buckets {
-			if b.tokens+now.Sub(b.last).Seconds()*l.perSec >= l.burst {
-				delete(l.buckets, k)
+// take counts one event against key's bucket when it has a token left, and answers
+// rate_limited when it had none.
+func (l *limiter) take(ctx context.Context, key string) error {
+	allowed, tokens, err := l.st.RateTake(ctx, l.bucketKey(key), l.burst, l.perSec)
+	if err != nil {
+		return err
+	}
+	return l.verdict(allowed, tokens)
+}
+
+// countFailure counts a failed sign-in against each key and answers failed, unless the
+// count itself failed (the database is down: that error, so that logins fail closed).
+func (rl *rateLimits) countFailure(ctx context.Context, failed error, keys ...string) error {
+	for _, k := range keys {
+		if err := rl.loginFailures.take(ctx, k); err != nil {
+			var ae *apiError
+			if !errors.As(err, &ae) {
+				return err
 			}
 		}
-		l.lastGC = now
 	}
-	b, ok := l.buckets[key]
-	if !ok {
-		b = &bucket{tokens: l.burst, last: now}
-		l.buckets[key] = b
+	return failed
+}
+
+// verdict is nil when allowed, else rate_limited with the seconds until a token is back.
+func (l *limiter) verdict(allowed bool, tokens float64) error {
+	if allowed {
+		return nil
 	}
-	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.perSec)
-	b.last = now
-	if b.tokens < 1 {
-		return false, int((1-b.tokens)/l.perSec) + 1
-	}
-	if take {
-		b.tokens--
-	}
-	return true, 0
+	return rateLimited(int((1-tokens)/l.perSec) + 1)
 }
 
 func rateLimited(retryAfter int) error {

@@ -26,9 +26,10 @@ func TestCitusModeIsOn(t *testing.T) {
 	}
 }
 
-// TestCitusTablesAreDistributed: users is a reference table, and every other table of
-// the schema but schema_version is distributed by user_id, all in one co-location group,
-// so that a user's rows of every table sit on one shard.
+// TestCitusTablesAreDistributed: users is a reference table, rate_limits is distributed by
+// its key, and every other table of the schema but schema_version is distributed by
+// user_id, all in one co-location group, so that a user's rows of every table sit on one
+// shard.
 func TestCitusTablesAreDistributed(t *testing.T) {
 	t.Parallel()
 	env := newTestEnv(t)
@@ -66,6 +67,10 @@ func TestCitusTablesAreDistributed(t *testing.T) {
 	for name, d := range tables {
 		switch name {
 		case "users":
+		case "rate_limits": // no user: one bucket per limiter key
+			if d.method != "h" || d.column != "key" {
+				t.Errorf("rate_limits: method %q by %q, want hash-distributed by key", d.method, d.column)
+			}
 		case "schema_version":
 			if d.method != "" {
 				t.Errorf("schema_version is in Citus metadata (%q); it stays a table of the coordinator", d.method)

@@ -21,7 +21,7 @@ import (
 )
 
 // Server is the HTTP face of the service: routes, middleware and handlers. It holds no
-// state a second replica would need, except the per-replica rate limiters.
+// state a second replica would need.
 type Server struct {
 	log     *slog.Logger
 	cfg     Config
@@ -34,7 +34,7 @@ type Server struct {
 
 // NewServer wires the routes and middleware around the given dependencies.
 func NewServer(log *slog.Logger, cfg Config, st *Store, auth *Authenticator) *Server {
-	s := &Server{log: log, cfg: cfg, st: st, auth: auth, limits: newRateLimits(cfg)}
+	s := &Server{log: log, cfg: cfg, st: st, auth: auth, limits: newRateLimits(cfg, st)}
 	mux := http.NewServeMux()
 	s.routes(mux)
 	s.handler = s.withRequestInfo(s.logRequests(s.recoverPanics(s.cors(s.jsonFallback(mux)))))

@@ -292,6 +292,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	go cleanRateLimits(ctx, st, log)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "dev_mode", cfg.DevMode)
@@ -368,4 +369,22 @@ func (lb *logBuffer) Close() error {
 	close(lb.done)
 	<-lb.stopped
 	return lb.Flush()
+}
+
+// cleanRateLimits deletes, once a minute until ctx ends, the rate-limit buckets that have
+// refilled (every limit refills within a minute), so that the table holds only the
+// clients being limited now.
+func cleanRateLimits(ctx context.Context, st *Store, log *slog.Logger) {
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if _, err := st.CleanRateLimits(ctx, time.Now().Add(-2*time.Minute)); err != nil && ctx.Err() == nil {
+				log.Warn("clean rate limits", "error", err.Error())
+			}
+		}
+	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,12 +16,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
-
-//go:embed schema.sql
-var schemaSQL string
-
-// schemaVersion is the version schema.sql records; /readyz wants the database at it.
-const schemaVersion = 1
 
 // Store holds all SQL of the service. Every method takes the request's context and runs
 // each statement under the per-query timeout; errors come back as *apiError for what a
@@ -62,40 +55,11 @@ func (st *Store) timeout(ctx context.Context) (context.Context, context.CancelFu
 	return context.WithTimeout(ctx, st.queryTimeout)
 }
 
-// schemaLockKey is the advisory lock that serialises schema application across replicas.
-const schemaLockKey = 7_305_114_511_223
-
-// applySchema runs the embedded schema.sql in one transaction under an advisory lock, so
-// that replicas starting together apply it once and a restart changes nothing.
-func (st *Store) applySchema(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	tx, err := st.pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("apply schema: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	// The DDL can outlast the short per-query timeout on a large table.
-	if _, err := tx.Exec(ctx, "SET LOCAL statement_timeout = 0"); err != nil {
-		return fmt.Errorf("apply schema: %w", err)
-	}
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(schemaLockKey)); err != nil {
-		return fmt.Errorf("apply schema: lock: %w", err)
-	}
-	if _, err := tx.Conn().PgConn().Exec(ctx, schemaSQL).ReadAll(); err != nil {
-		return fmt.Errorf("apply schema: %w", err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("apply schema: commit: %w", err)
-	}
-	return nil
-}
-
 // applySchemaWithRetry waits up to limit for a database that is still starting.
 func (st *Store) applySchemaWithRetry(ctx context.Context, log *slog.Logger, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		err := st.applySchema(ctx)
+		err := st.migrate(ctx, migrations, log)
 		if err == nil || !databaseUnavailable(err) || time.Now().After(deadline) || ctx.Err() != nil {
 			return err
 		}
@@ -898,4 +862,62 @@ func (st *Store) TaskStats(ctx context.Context, userID int64) (taskStats, error)
 	}
 	s.Pending = s.Total - s.Completed
 	return s, nil
+}
+
+// ---- rate limits ----
+
+// refilled is a bucket's tokens now: what it held, plus what flowed in since, up to the
+// burst. The clock is the service's ($4), as in every write Citus must route; a replica
+// whose clock lags another's adds nothing rather than taking away.
+const refilled = `least($2::float8, r.tokens + $3::float8 *
+	greatest(0, extract(epoch FROM $4::timestamptz - r.updated_at)::float8))`
+
+// RateTake counts one event against the bucket key when it has a token left, in one
+// statement: whether it had one, and the tokens it holds after. A first event makes a
+// full bucket less one.
+func (st *Store) RateTake(ctx context.Context, key []byte, burst, perSec float64) (bool, float64, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	var allowed bool
+	var tokens float64
+	err := st.pool.QueryRow(ctx, `INSERT INTO rate_limits AS r (key, tokens, updated_at)
+		VALUES ($1, $2::float8 - 1, $4)
+		ON CONFLICT (key) DO UPDATE SET
+			tokens = CASE WHEN `+refilled+` >= 1 THEN `+refilled+` - 1 ELSE `+refilled+` END,
+			allowed = `+refilled+` >= 1,
+			updated_at = $4
+		RETURNING tokens, allowed`,
+		key, burst, perSec, time.Now()).Scan(&tokens, &allowed)
+	if err != nil {
+		return false, 0, fmt.Errorf("rate limit: %w", err)
+	}
+	return allowed, tokens, nil
+}
+
+// RateTokens is the tokens the bucket key holds now (a full bucket when it has no row).
+func (st *Store) RateTokens(ctx context.Context, key []byte, burst, perSec float64) (float64, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	var tokens float64
+	err := st.pool.QueryRow(ctx, `SELECT `+refilled+` FROM rate_limits r WHERE key = $1`,
+		key, burst, perSec, time.Now()).Scan(&tokens)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return burst, nil
+	} else if err != nil {
+		return 0, fmt.Errorf("rate limit: %w", err)
+	}
+	return tokens, nil
+}
+
+// CleanRateLimits forgets buckets untouched since before: by then they are full, which is
+// what a missing row means. On Citus it is one statement over every shard, run by each
+// replica once a minute, never by a request.
+func (st *Store) CleanRateLimits(ctx context.Context, before time.Time) (int64, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	tag, err := st.pool.Exec(ctx, `DELETE FROM rate_limits WHERE updated_at < $1`, before)
+	if err != nil {
+		return 0, fmt.Errorf("clean rate limits: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }
