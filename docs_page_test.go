@@ -111,7 +111,6 @@ func TestDocsVendoredFilesArePinned(t *testing.T) {
 // another origin, and no script error or Content-Security-Policy violation may occur.
 func TestDocsPageTryItOutInChromium(t *testing.T) {
 	t.Parallel()
-	bin := docsFindChromium(t)
 	base, _, _, _ := startService(t, nil)
 	client := &http.Client{Transport: &http.Transport{}, Timeout: 30 * time.Second}
 	t.Cleanup(client.CloseIdleConnections)
@@ -133,14 +132,11 @@ func TestDocsPageTryItOutInChromium(t *testing.T) {
 	}
 	res.Body.Close()
 
-	b := docsStartChromium(t, bin)
-	b.call(t, "Page.enable", nil)
-	b.call(t, "Runtime.enable", nil)
-	b.call(t, "Network.enable", nil)
-	b.call(t, "Page.addScriptToEvaluateOnNewDocument", map[string]any{"source": `
+	b := startBrowser(t)
+	b.onNewDocument(t, `
 		window.__violations = [];
-		document.addEventListener("securitypolicyviolation", e => window.__violations.push(e.violatedDirective + " " + e.blockedURI));`})
-	b.call(t, "Page.navigate", map[string]any{"url": base + "/docs"})
+		document.addEventListener("securitypolicyviolation", e => window.__violations.push(e.violatedDirective + " " + e.blockedURI));`)
+	b.navigate(t, base+"/docs")
 
 	b.waitFor(t, "the operations to render", `document.querySelectorAll(".opblock").length > 0`)
 	var listed []string
