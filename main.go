@@ -73,7 +73,8 @@ type Config struct {
 	QueryTimeout      time.Duration
 	DBMaxConns        int32
 
-	// Rate limits, per replica: events allowed per minute for each client address or email.
+	// Rate limits, shared by every replica: events allowed per minute for each client
+	// address or email.
 	LoginFailuresPerMinute int
 	RegistersPerMinute     int
 	HashConcurrency        int
