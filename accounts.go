@@ -76,7 +76,7 @@ func checkPassword(errs *fieldErrors, field string, p *string) {
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	noStore(w)
 	if ok, retry := s.limits.registers.allow("ip:"+s.limits.clientAddr(r), true); !ok {
-		return rateLimited(retry)
+		return s.limitReached(limitRegister, retry)
 	}
 	b, err := s.decodeObject(w, r)
 	if err != nil {
@@ -144,10 +144,10 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	email = strings.ToLower(strings.TrimSpace(email))
 	ipKey, emailKey := "ip:"+s.limits.clientAddr(r), "email:"+email
 	if ok, retry := s.limits.loginFailures.allow(ipKey, false); !ok {
-		return rateLimited(retry)
+		return s.limitReached(limitLogin, retry)
 	}
 	if ok, retry := s.limits.loginFailures.allow(emailKey, false); !ok {
-		return rateLimited(retry)
+		return s.limitReached(limitLogin, retry)
 	}
 	u, hash, err := s.st.FindLocalUserByEmail(r.Context(), email)
 	var ae *apiError
@@ -338,7 +338,7 @@ func (s *Server) handlePasswordChange(w http.ResponseWriter, r *http.Request) er
 	}
 	key := "email:" + *u.Email
 	if ok, retry := s.limits.loginFailures.allow(key, false); !ok {
-		return rateLimited(retry)
+		return s.limitReached(limitLogin, retry)
 	}
 	hash, err := s.st.FindPasswordHash(r.Context(), id)
 	if err != nil {

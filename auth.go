@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -37,6 +38,10 @@ type Authenticator struct {
 	cursorKey []byte
 	ba        *betterAuth // nil unless BETTER_AUTH_URL, _JWKS_URL or _SECRET is set
 	verified  *tokenCache
+
+	// hashWaiting counts requests queued for a hashing slot, for the metrics;
+	// len(hashSlots) is the hashes running.
+	hashWaiting atomic.Int64
 }
 
 // NewAuthenticator prepares token signing and verification from cfg.
@@ -123,6 +128,13 @@ func (a *Authenticator) acquireHashSlot(ctx context.Context) error {
 	if a.cfg.WriteTimeout > 0 {
 		wait = a.cfg.WriteTimeout / 2
 	}
+	select { // a free slot first, so that only a request that has to wait counts as queued
+	case a.hashSlots <- struct{}{}:
+		return nil
+	default:
+	}
+	a.hashWaiting.Add(1)
+	defer a.hashWaiting.Add(-1)
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
