@@ -141,9 +141,15 @@ func databaseUnavailable(err error) bool { return classifyError(err) != kindInte
 
 // writeError answers err in the contract's envelope. Anything that is not an *apiError is
 // a 503 when the database is unreachable, else a 500 whose cause is logged, never sent.
+// A failure after the client went away is neither: see clientClosed.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
-	if !errors.As(err, &ae) {
+	isAPIError := errors.As(err, &ae)
+	if (!isAPIError || ae.Status >= 500) && r.Context().Err() != nil {
+		s.clientClosed(w, r, err)
+		return
+	}
+	if !isAPIError {
 		kind := classifyError(err)
 		s.metrics.dbError(kind)
 		if kind == kindInternal {
@@ -177,4 +183,15 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		RequestID: info.id,
 		Errors:    ae.Fields,
 	})
+}
+
+// clientClosed ends a request whose own context is done: its client closed the
+// connection, so the query or wait that failed was cancelled for it, and the server is
+// not at fault. The status is nginx's 499, for the access log and the metrics; nobody
+// reads the answer. A query's own timeout leaves the request's context alive, so it stays
+// a 503 logged as an error.
+func (s *Server) clientClosed(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.LogAttrs(r.Context(), slog.LevelDebug, "client closed request",
+		slog.String("request_id", requestInfoFrom(r.Context()).id), slog.String("error", err.Error()))
+	w.WriteHeader(statusClientClosed)
 }

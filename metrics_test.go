@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -515,5 +518,140 @@ func TestMetricsRecordingAllocatesNothing(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("recording a request allocates %v times", allocs)
+	}
+}
+
+// ---- a client that goes away ----
+
+// accessLine waits for the access log line of the request with the given id.
+func accessLine(t *testing.T, logs *syncBuffer, requestID string) map[string]any {
+	t.Helper()
+	var line map[string]any
+	found := relWaitUntil(10*time.Second, func() bool {
+		sc := bufio.NewScanner(strings.NewReader(logs.String()))
+		for sc.Scan() {
+			var l map[string]any
+			if json.Unmarshal(sc.Bytes(), &l) == nil && l["msg"] == "request" && l["request_id"] == requestID {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	if !found {
+		t.Fatalf("no access log line for %s:\n%s", requestID, logs.String())
+	}
+	return line
+}
+
+// logLinesAt returns the log lines of the request at level.
+func logLinesAt(logs *syncBuffer, requestID, level string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(logs.String()))
+	for sc.Scan() {
+		var l map[string]any
+		if json.Unmarshal(sc.Bytes(), &l) == nil && l["level"] == level && l["request_id"] == requestID {
+			out = append(out, sc.Text())
+		}
+	}
+	return out
+}
+
+// A client that closes its connection while its request waits for the database is
+// logged as 499 at info, with no error line, and counted in class 499, not 5xx. A query
+// that times out while its client waits stays a 503 and an error.
+func TestClientGoneIsNotAServerError(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t, func(c *Config) { c.QueryTimeout = 2 * time.Second })
+	token, _ := env.registerUser("gone@example.com")
+	var task wireTask
+	env.do("POST", "/api/v1/tasks", `{"title":"locked"}`, token).want(201, "").json(&task)
+	hs := httptest.NewServer(env.srv)
+	t.Cleanup(hs.Close)
+	addr := hs.Listener.Addr().String()
+
+	// Every statement on tasks waits behind this lock until the test rolls back.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, env.cfg.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	waitingOnLock := func(n int) bool {
+		var waiting int
+		env.st.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
+		return waiting >= n
+	}
+	send := func(id, request string) net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, request, id)
+		return c
+	}
+	get := "GET /api/v1/tasks/" + strconv.FormatInt(task.ID, 10) + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" +
+		"X-Request-ID: %s\r\nAuthorization: Bearer " + token + "\r\n\r\n"
+
+	gone := send("client-gone", get)
+	if !relWaitUntil(10*time.Second, func() bool { return waitingOnLock(1) }) {
+		t.Fatal("the request never waited on the lock")
+	}
+	gone.Close()
+	line := accessLine(t, env.logs, "client-gone")
+	if line["status"] != float64(statusClientClosed) || line["level"] != "INFO" || line["route"] != "GET /api/v1/tasks/{id}" {
+		t.Errorf("access line %v, want status 499 at INFO on the route", line)
+	}
+	if errs := logLinesAt(env.logs, "client-gone", "ERROR"); len(errs) > 0 {
+		t.Errorf("a client that went away was logged as an error: %v", errs)
+	}
+	if len(logLinesAt(env.logs, "client-gone", "DEBUG")) == 0 {
+		t.Error("no debug line says why the request ended")
+	}
+
+	// A body cut off is the client's fault too: a 4xx, never an error line.
+	cut := send("body-cut", "POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nX-Request-ID: %s\r\nContent-Type: application/json\r\n"+
+		"Content-Length: 100\r\nAuthorization: Bearer "+token+"\r\n\r\n{\"title\":")
+	time.Sleep(100 * time.Millisecond)
+	cut.Close()
+	if line := accessLine(t, env.logs, "body-cut"); line["status"].(float64) >= 500 {
+		t.Errorf("cut body: access line %v, want a 4xx", line)
+	}
+	if errs := logLinesAt(env.logs, "body-cut", "ERROR"); len(errs) > 0 {
+		t.Errorf("a cut body was logged as an error: %v", errs)
+	}
+
+	// The client waits; the query's own timeout passes: 503 and an error, as before.
+	stays := send("client-stays", get)
+	stays.SetReadDeadline(time.Now().Add(30 * time.Second))
+	answer, _ := io.ReadAll(io.LimitReader(stays, 4096))
+	if !strings.HasPrefix(string(answer), "HTTP/1.1 503") {
+		t.Errorf("query timeout answered %q, want 503", answer)
+	}
+	if line := accessLine(t, env.logs, "client-stays"); line["status"] != float64(503) {
+		t.Errorf("access line %v, want status 503", line)
+	}
+	if len(logLinesAt(env.logs, "client-stays", "ERROR")) != 1 {
+		t.Errorf("a query timeout was not logged as an error:\n%s", env.logs.String())
+	}
+	tx.Rollback(ctx)
+
+	e := scrapeMetrics(t, env)
+	wantMetric(t, e, 1, "todo_http_requests_total", "route", "GET /api/v1/tasks/{id}", "method", "GET", "class", "499")
+	wantMetric(t, e, 1, "todo_http_requests_total", "route", "GET /api/v1/tasks/{id}", "method", "GET", "class", "5xx")
+	wantMetric(t, e, 1, "todo_db_errors_total", "kind", "timeout")
+	wantMetric(t, e, 0, "todo_db_errors_total", "kind", "internal")
+	if v, ok := e.value("todo_http_requests_total", "route", "POST /api/v1/tasks", "class", "5xx"); ok {
+		t.Errorf("cut body counted as 5xx: %v", v)
 	}
 }
