@@ -9,7 +9,12 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -521,6 +526,17 @@ func TestMetricsRecordingAllocatesNothing(t *testing.T) {
 	}
 }
 
+func TestMetricsAddrDefault(t *testing.T) {
+	t.Setenv("METRICS_ADDR", "") // restored after the test
+	if got := environment("METRICS_ADDR"); got != "" {
+		t.Errorf("METRICS_ADDR set empty reads %q, want empty (metrics off)", got)
+	}
+	os.Unsetenv("METRICS_ADDR")
+	if got := environment("METRICS_ADDR"); got != ":9464" {
+		t.Errorf("METRICS_ADDR unset reads %q, want :9464", got)
+	}
+}
+
 // ---- a client that goes away ----
 
 // accessLine waits for the access log line of the request with the given id.
@@ -653,5 +669,197 @@ func TestClientGoneIsNotAServerError(t *testing.T) {
 	wantMetric(t, e, 0, "todo_db_errors_total", "kind", "internal")
 	if v, ok := e.value("todo_http_requests_total", "route", "POST /api/v1/tasks", "class", "5xx"); ok {
 		t.Errorf("cut body counted as 5xx: %v", v)
+	}
+}
+
+// ---- against a real Prometheus ----
+
+// prometheusQuery runs an instant query and returns its samples' values by their labels.
+func prometheusQuery(t *testing.T, base, query string) []float64 {
+	t.Helper()
+	res, err := http.Get(base + "/api/v1/query?query=" + url.QueryEscape(query))
+	if err != nil {
+		t.Fatalf("query %s: %v", query, err)
+	}
+	defer res.Body.Close()
+	var out struct {
+		Status string
+		Error  string
+		Data   struct {
+			Result []struct {
+				Metric map[string]string
+				Value  [2]any
+			}
+		}
+	}
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil || out.Status != "success" {
+		t.Fatalf("query %s: %v %s %s", query, err, out.Status, out.Error)
+	}
+	var vs []float64
+	for _, r := range out.Data.Result {
+		s, _ := r.Value[1].(string)
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			t.Fatalf("query %s: value %v", query, r.Value)
+		}
+		vs = append(vs, v)
+	}
+	return vs
+}
+
+// startPrometheus runs Debian's prometheus (the test command installs it) with a
+// configuration of the test's own that scrapes target every second, on a free port, with
+// its storage in a temporary directory; it returns its base URL.
+func startPrometheus(t *testing.T, target string) string {
+	t.Helper()
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatal("prometheus is not installed: `make test` installs it (Debian's prometheus package, as root)")
+	}
+	dir := t.TempDir()
+	config := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(config, []byte(`global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: todo
+    static_configs:
+      - targets: ["`+target+`"]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for attempt := 1; ; attempt++ {
+		port := baFreePort(t)
+		out := &syncBuffer{}
+		cmd := exec.Command(bin, "--config.file="+config, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+			"--web.listen-address=127.0.0.1:"+port, "--log.level=warn")
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		stop := func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(20 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+			}
+		}
+		base := "http://127.0.0.1:" + port
+		ready := relWaitUntil(60*time.Second, func() bool {
+			select {
+			case <-exited:
+				return true
+			default:
+			}
+			res, err := http.Get(base + "/-/ready")
+			if err != nil {
+				return false
+			}
+			res.Body.Close()
+			return res.StatusCode == 200
+		})
+		select {
+		case <-exited:
+			if attempt < 3 && strings.Contains(out.String(), "address already in use") {
+				continue
+			}
+			t.Fatalf("prometheus exited:\n%s", out.String())
+		default:
+		}
+		if !ready {
+			stop()
+			t.Fatalf("prometheus not ready within 60s:\n%s", out.String())
+		}
+		t.Cleanup(func() {
+			stop()
+			if t.Failed() {
+				t.Logf("prometheus log:\n%s", out.String())
+			}
+		})
+		return base
+	}
+}
+
+// The real service's metrics listener, scraped by a real Prometheus: the exposition
+// parses, and the series read back through PromQL are what the test sent.
+func TestMetricsScrapedByPrometheus(t *testing.T) {
+	t.Parallel()
+	base, stop, done, logs := startService(t, map[string]string{"METRICS_ADDR": "127.0.0.1:0"})
+	relStopRun(t, stop, done)
+	var metricsAddr string
+	sc := bufio.NewScanner(strings.NewReader(logs.String()))
+	for sc.Scan() {
+		var l struct{ Msg, Addr string }
+		if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "metrics listening" {
+			_, port, _ := net.SplitHostPort(l.Addr)
+			metricsAddr = "127.0.0.1:" + port
+		}
+	}
+	if metricsAddr == "" {
+		t.Fatalf("no metrics listener in the log:\n%s", logs.String())
+	}
+
+	c := relClient(t, 10*time.Second)
+	token, _ := relRegister(t, c, base, "prometheus@example.com")
+	const creates = 5
+	for i := 0; i < creates; i++ {
+		if r := relCall(c, "POST", base+"/api/v1/tasks", `{"title":"scraped"}`, token, nil); r.status != 201 {
+			t.Fatalf("create: %v", r)
+		}
+	}
+	// Not on the API's port; nothing but /metrics on the metrics port.
+	if r := relCall(c, "GET", base+"/metrics", "", "", nil); r.status != 404 || r.code != "not_found" {
+		t.Errorf("GET /metrics on the API port: %v, want the 404 envelope", r)
+	}
+	if r := relCall(c, "GET", "http://"+metricsAddr+"/healthz", "", "", nil); r.status != 404 {
+		t.Errorf("GET /healthz on the metrics port: %v, want 404", r)
+	}
+	if r := relCall(c, "GET", "http://"+metricsAddr+"/metrics", "", "", nil); r.status != 200 ||
+		r.header.Get("Content-Type") != metricsContentType {
+		t.Fatalf("GET /metrics: %v %q", r, r.header.Get("Content-Type"))
+	} else {
+		parseExposition(t, string(r.body))
+	}
+
+	prom := startPrometheus(t, metricsAddr)
+	if !relWaitUntil(60*time.Second, func() bool {
+		v := prometheusQuery(t, prom, `up{job="todo"}`)
+		return len(v) == 1 && v[0] == 1
+	}) {
+		res, _ := http.Get(prom + "/api/v1/targets")
+		var b []byte
+		if res != nil {
+			b, _ = io.ReadAll(res.Body)
+			res.Body.Close()
+		}
+		t.Fatalf("Prometheus never scraped the service successfully; targets: %s", b)
+	}
+	want := func(query string, v float64) {
+		t.Helper()
+		got := prometheusQuery(t, prom, query)
+		if len(got) != 1 || got[0] != v {
+			t.Errorf("%s = %v, want [%v]", query, got, v)
+		}
+	}
+	want(`todo_http_requests_total{route="POST /api/v1/tasks",class="2xx"}`, creates)
+	want(`todo_http_requests_total{route="POST /api/v1/auth/register",method="POST",class="2xx"}`, 1)
+	want(`todo_http_requests_total{route="unmatched",class="4xx"}`, 1)
+	want(`todo_http_request_duration_seconds_bucket{route="POST /api/v1/tasks",le="+Inf"}`, creates)
+	want(`count(todo_http_request_duration_seconds_bucket{route="POST /api/v1/tasks"})`, float64(len(durationBuckets)+1))
+	want(`todo_http_request_duration_seconds_count{route="POST /api/v1/tasks"}`, creates)
+	want(`todo_db_pool_max_connections`, 16)
+	want(`todo_schema_version`, schemaVersion)
+	want(`count(todo_db_errors_total)`, float64(numErrorKinds))
+	want(`sum(todo_db_errors_total)`, 0)
+	for _, q := range []string{`go_goroutines > 0`, `process_resident_memory_bytes > 0`, `process_open_fds > 0`,
+		`process_cpu_seconds_total >= 0`, `go_gc_duration_seconds_count >= 0`, `todo_http_requests_in_flight >= 0`,
+		`histogram_quantile(0.5, rate(todo_http_request_duration_seconds_bucket[1m])) >= 0 or vector(0)`} {
+		if v := prometheusQuery(t, prom, q); len(v) == 0 {
+			t.Errorf("%s: no result", q)
+		}
 	}
 }
