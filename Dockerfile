@@ -13,4 +13,6 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/todo /todo
 USER nonroot:nonroot
 EXPOSE 8080
+# GET /metrics (METRICS_ADDR); publish it to the monitoring network only.
+EXPOSE 9464
 ENTRYPOINT ["/todo"]

@@ -1,4 +1,4 @@
-.PHONY: run test bench bench-quick db-stop build fuzz
+.PHONY: run test bench bench-quick bench-metrics db-stop build fuzz
 
 run: ## start PostgreSQL if needed and the server on :8080
 	./scripts/run.sh
@@ -20,3 +20,6 @@ bench: ## benchmark: throwaway PostgreSQL, seeded data, the real binary under HT
 
 bench-quick: ## the benchmark in about a minute: small data set, one short round
 	BENCH_QUICK=1 ./bench/run.sh
+
+bench-metrics: ## what the metrics cost per request: the get handler benchmark with and without them, alternated (~3 min)
+	./bench/metrics-overhead.sh

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -37,6 +38,10 @@ type Authenticator struct {
 	cursorKey []byte
 	ba        *betterAuth // nil unless BETTER_AUTH_URL, _JWKS_URL or _SECRET is set
 	verified  *tokenCache
+
+	// hashWaiting counts requests queued for a hashing slot, for the metrics;
+	// len(hashSlots) is the hashes running.
+	hashWaiting atomic.Int64
 }
 
 // NewAuthenticator prepares token signing and verification from cfg.
@@ -123,6 +128,13 @@ func (a *Authenticator) acquireHashSlot(ctx context.Context) error {
 	if a.cfg.WriteTimeout > 0 {
 		wait = a.cfg.WriteTimeout / 2
 	}
+	select { // a free slot first, so that only a request that has to wait counts as queued
+	case a.hashSlots <- struct{}{}:
+		return nil
+	default:
+	}
+	a.hashWaiting.Add(1)
+	defer a.hashWaiting.Add(-1)
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
@@ -441,10 +453,11 @@ func newRateLimits(cfg Config, st *Store) *rateLimits {
 
 // limiter is one kind of bucket: burst events at once, refilled at perSec.
 type limiter struct {
-	st     *Store
-	name   string
-	burst  float64
-	perSec float64
+	st      *Store
+	name    string
+	burst   float64
+	perSec  float64
+	refused *atomic.Uint64 // todo_rate_limited_total's counter; nil counts nothing
 }
 
 // bucketKey hides the client address or e-mail the bucket counts for: the table needs
@@ -491,6 +504,9 @@ func (rl *rateLimits) countFailure(ctx context.Context, failed error, keys ...st
 func (l *limiter) verdict(allowed bool, tokens float64) error {
 	if allowed {
 		return nil
+	}
+	if l.refused != nil {
+		l.refused.Add(1)
 	}
 	return rateLimited(int((1-tokens)/l.perSec) + 1)
 }

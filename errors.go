@@ -85,47 +85,77 @@ var (
 	errInternal = newError(http.StatusInternalServerError, "internal_error", "An internal error occurred.")
 )
 
-// databaseUnavailable reports whether err means the database could not be reached or did
-// not answer in time, as opposed to a bug: those answer 503 and heal when it returns.
-func databaseUnavailable(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
-		return true
+// errorKind sorts the errors no handler turned into an *apiError, for the answer and for
+// todo_db_errors_total: the database did not answer in time, could not be reached, or
+// refused a transaction it may take on a retry (all 503: they heal when it does), or
+// anything else (500, a bug).
+type errorKind int
+
+const (
+	kindInternal errorKind = iota
+	kindTimeout
+	kindUnavailable
+	kindConflict
+	numErrorKinds
+)
+
+var errorKindNames = [numErrorKinds]string{"internal", "timeout", "unavailable", "conflict"}
+
+func classifyError(err error) errorKind {
+	if errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) {
+		return kindTimeout
 	}
-	if pgconn.Timeout(err) {
-		return true
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+		return kindUnavailable
 	}
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) {
-		return true
+		return kindUnavailable
 	}
 	var ne net.Error
 	if errors.As(err, &ne) {
-		return true
+		if ne.Timeout() {
+			return kindTimeout
+		}
+		return kindUnavailable
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch {
 		case len(pe.Code) == 5 && pe.Code[:2] == "08", // connection exception
 			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", // shutdown, cannot connect now
-			pe.Code == "57014",                     // statement timeout
-			pe.Code == "53300",                     // too many connections
-			pe.Code == "40001", pe.Code == "40P01": // serialization failure, deadlock: retryable
-			return true
+			pe.Code == "53300": // too many connections
+			return kindUnavailable
+		case pe.Code == "57014": // statement timeout
+			return kindTimeout
+		case pe.Code == "40001", pe.Code == "40P01": // serialization failure, deadlock: retryable
+			return kindConflict
 		}
 	}
-	return false
+	return kindInternal
 }
+
+// databaseUnavailable reports whether err means the database could not be reached or did
+// not answer in time, as opposed to a bug: those answer 503 and heal when it returns.
+func databaseUnavailable(err error) bool { return classifyError(err) != kindInternal }
 
 // writeError answers err in the contract's envelope. Anything that is not an *apiError is
 // a 503 when the database is unreachable, else a 500 whose cause is logged, never sent.
+// A failure after the client went away is neither: see clientClosed.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
-	if !errors.As(err, &ae) {
-		if databaseUnavailable(err) {
-			ae = errUnavailable
-		} else {
+	isAPIError := errors.As(err, &ae)
+	if (!isAPIError || ae.Status >= 500) && r.Context().Err() != nil {
+		s.clientClosed(w, r, err)
+		return
+	}
+	if !isAPIError {
+		kind := classifyError(err)
+		s.metrics.dbError(kind)
+		if kind == kindInternal {
 			ae = errInternal
+		} else {
+			ae = errUnavailable
 		}
 	}
 	info := requestInfoFrom(r.Context())
@@ -153,4 +183,15 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		RequestID: info.id,
 		Errors:    ae.Fields,
 	})
+}
+
+// clientClosed ends a request whose own context is done: its client closed the
+// connection, so the query or wait that failed was cancelled for it, and the server is
+// not at fault. The status is nginx's 499, for the access log and the metrics; nobody
+// reads the answer. A query's own timeout leaves the request's context alive, so it stays
+// a 503 logged as an error.
+func (s *Server) clientClosed(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.LogAttrs(r.Context(), slog.LevelDebug, "client closed request",
+		slog.String("request_id", requestInfoFrom(r.Context()).id), slog.String("error", err.Error()))
+	w.WriteHeader(statusClientClosed)
 }

@@ -30,6 +30,7 @@ type Server struct {
 	limits  *rateLimits
 	handler http.Handler
 	routed  []string // every pattern registered, in order (see route)
+	metrics *metrics // served on METRICS_ADDR; nil records nothing
 }
 
 // NewServer wires the routes and middleware around the given dependencies.
@@ -37,6 +38,8 @@ func NewServer(log *slog.Logger, cfg Config, st *Store, auth *Authenticator) *Se
 	s := &Server{log: log, cfg: cfg, st: st, auth: auth, limits: newRateLimits(cfg, st)}
 	mux := http.NewServeMux()
 	s.routes(mux)
+	s.metrics = newMetrics(s)
+	s.metrics.countRefusals(s.limits)
 	s.handler = s.withRequestInfo(s.logRequests(s.recoverPanics(s.cors(s.jsonFallback(mux)))))
 	return s
 }
@@ -170,19 +173,24 @@ func (sw *statusWriter) Write(b []byte) (int, error) {
 
 func (sw *statusWriter) Unwrap() http.ResponseWriter { return sw.ResponseWriter }
 
-// logRequests writes one line per request. It wraps the mux directly (through
-// middleware that keeps the same *http.Request), so r.Pattern is the matched route.
+// logRequests writes one line per request and counts it in the metrics. It wraps the mux
+// directly (through middleware that keeps the same *http.Request), so r.Pattern is the
+// matched route.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		s.metrics.requestStarted()
+		defer s.metrics.requestEnded() // also when the handler aborts with a panic
 		next.ServeHTTP(sw, r)
+		elapsed := time.Since(start)
+		s.metrics.observe(r.Pattern, r.Method, sw.status, elapsed)
 		info := requestInfoFrom(r.Context())
 		attrs := []slog.Attr{
 			slog.String("method", r.Method),
 			slog.String("route", r.Pattern),
 			slog.Int("status", sw.status),
-			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+			slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
 			slog.String("request_id", info.id),
 		}
 		if info.userID != 0 {

@@ -711,6 +711,8 @@ func TestBadConfiguration(t *testing.T) {
 		{"missing secret", "JWT_SECRET_KEY", "", "JWT_SECRET_KEY"},
 		{"bad algorithm", "JWT_ALGORITHM", "RS256", "JWT_ALGORITHM"},
 		{"bad shutdown timeout", "SHUTDOWN_TIMEOUT", "soon", "SHUTDOWN_TIMEOUT"},
+		{"metrics address without a port", "METRICS_ADDR", "9464", "METRICS_ADDR"},
+		{"metrics on the API port", "METRICS_ADDR", ":8080", "METRICS_ADDR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -33,16 +33,28 @@ func main() {
 		// GOGC in the environment overrides.
 		debug.SetGCPercent(200)
 	}
-	if err := run(context.Background(), os.Getenv, os.Stdout); err != nil {
+	if err := run(context.Background(), environment, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "todo:", err)
 		os.Exit(1)
 	}
+}
+
+// environment is os.Getenv, except that an unset METRICS_ADDR reads as its default: run's
+// getenv cannot tell an unset variable from an empty one, and an empty METRICS_ADDR
+// turns metrics off.
+func environment(name string) string {
+	v, ok := os.LookupEnv(name)
+	if !ok && name == "METRICS_ADDR" {
+		return defaultMetricsAddr
+	}
+	return v
 }
 
 // Config is everything the service reads from its environment.
 type Config struct {
 	DatabaseURL string
 	Port        int
+	MetricsAddr string // host:port of GET /metrics; empty: no metrics listener
 	DevMode     bool
 	LogLevel    slog.Level
 
@@ -136,6 +148,17 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	}
 
 	c.Port = intVar("PORT", 8080, 0, 65535)
+	// Metrics are for the operator, not the API's clients: never on the public port.
+	if c.MetricsAddr = getenv("METRICS_ADDR"); c.MetricsAddr != "" {
+		_, port, err := net.SplitHostPort(c.MetricsAddr)
+		n, perr := strconv.Atoi(port)
+		switch {
+		case err != nil || perr != nil || n < 0 || n > 65535:
+			bad("METRICS_ADDR", "must be host:port, such as :9464 or 127.0.0.1:9464, or empty to turn metrics off")
+		case n != 0 && n == c.Port:
+			bad("METRICS_ADDR", "must not use the API's PORT: metrics are not part of the public API")
+		}
+	}
 	c.MaxBodyBytes = int64(intVar("MAX_BODY_BYTES", 1<<20, 1, 1<<30))
 	c.DBMaxConns = int32(intVar("DB_MAX_CONNS", 16, 1, 1000))
 	c.LoginFailuresPerMinute = intVar("LOGIN_RATE_LIMIT", 10, 1, 1_000_000)
@@ -283,24 +306,44 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("listen on PORT %d: %w", cfg.Port, err)
 	}
-	hs := &http.Server{
-		Handler:           srv,
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		ReadTimeout:       cfg.ReadTimeout,
-		WriteTimeout:      cfg.WriteTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	var mln net.Listener
+	if cfg.MetricsAddr != "" {
+		if mln, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on METRICS_ADDR %s: %w", cfg.MetricsAddr, err)
+		}
 	}
 	go cleanRateLimits(ctx, st, log)
-	serveErr := make(chan error, 1)
+	newServer := func(h http.Handler) *http.Server {
+		return &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+			ReadTimeout:       cfg.ReadTimeout,
+			WriteTimeout:      cfg.WriteTimeout,
+			IdleTimeout:       cfg.IdleTimeout,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+			BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		}
+	}
+	hs := newServer(srv)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- hs.Serve(ln) }()
+	var ms *http.Server
+	if mln != nil {
+		ms = newServer(srv.metricsHandler())
+		go func() { serveErr <- ms.Serve(mln) }()
+		log.Info("metrics listening", "addr", mln.Addr().String())
+	}
 	log.Info("listening", "addr", ln.Addr().String(), "dev_mode", cfg.DevMode)
 	logOut.Flush() // whatever waits for the service to come up reads it at once
 
 	select {
 	case err := <-serveErr:
+		hs.Close()
+		if ms != nil {
+			ms.Close()
+		}
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -312,6 +355,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		// an operator's choice, said in the log, not a failure of the process.
 		hs.Close()
 		log.Warn("shutdown timeout reached; closed the connections still open", "error", err.Error())
+	}
+	if ms != nil {
+		// Last, so that a scrape during the drain still sees the requests finishing.
+		if err := ms.Shutdown(shutCtx); err != nil {
+			ms.Close()
+		}
 	}
 	log.Info("stopped")
 	return nil

@@ -260,6 +260,7 @@ func startBinary(t *testing.T, extra map[string]string) *relProcess {
 		"DATABASE_URL":   newTestDatabase(t),
 		"JWT_SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
 		"PORT":           "0",
+		"METRICS_ADDR":   "", // set and empty: off, so that binaries running at once do not share its port
 	}
 	for k, v := range extra {
 		env[k] = v

@@ -97,7 +97,10 @@ stmt_calls() {
 }
 
 SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
+# Metrics on, as by default, on a free loopback port so that a busy :9464 cannot stop
+# the run; METRICS_ADDR= (empty) measures the service without them.
 start_server() {
+  METRICS_ADDR=${METRICS_ADDR-127.0.0.1:0} \
   DATABASE_URL="postgres://postgres@/bench?host=$PGDIR" PORT=$PORT JWT_SECRET_KEY=$SECRET \
     LOG_LEVEL=${BENCH_LOG_LEVEL:-info} JWT_ACCESS_TTL=12h APP_ENV=production \
     "$WORK/todo" >>"$OUT/server.log" 2>&1 &
