@@ -5,10 +5,11 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY *.go schema.sql openapi.json ./
 COPY docs/ ./docs/
+COPY migrations/ ./migrations/
 RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/todo .
 
-# Run: distroless static, as a non-root user. The binary embeds schema.sql, openapi.json
-# and the /docs page.
+# Run: distroless static, as a non-root user. The binary embeds schema.sql and the
+# migrations, openapi.json and the /docs page.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/todo /todo
 USER nonroot:nonroot
