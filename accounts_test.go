@@ -750,6 +750,28 @@ func (l *statementLog) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.Tra
 }
 func (l *statementLog) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
+// traced is the same service over the same database, through a pool whose statements
+// tracer sees.
+func (e *testEnv) traced(tracer pgx.QueryTracer) *testEnv {
+	e.t.Helper()
+	pc, err := pgxpool.ParseConfig(e.cfg.DatabaseURL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	pc.ConnConfig.Tracer = tracer
+	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(pool.Close)
+	st := &Store{pool: pool, queryTimeout: e.cfg.QueryTimeout}
+	auth, err := NewAuthenticator(e.cfg, st, slog.New(slog.DiscardHandler))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return &testEnv{t: e.t, cfg: e.cfg, st: st, srv: NewServer(slog.New(slog.DiscardHandler), e.cfg, st, auth), logs: e.logs}
+}
+
 func TestUserCheckOnlyOnAMiss(t *testing.T) {
 	t.Parallel()
 	env := newTestEnv(t)
@@ -758,19 +780,8 @@ func TestUserCheckOnlyOnAMiss(t *testing.T) {
 	emptyToken, _ := env.registerUser("empty@example.com")
 
 	// The same service over a pool that records every statement it sends.
-	pc, err := pgxpool.ParseConfig(env.cfg.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var log statementLog
-	pc.ConnConfig.Tracer = &log
-	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	st := &Store{pool: pool, queryTimeout: env.cfg.QueryTimeout}
-	traced := &testEnv{t: t, cfg: env.cfg, st: st, srv: NewServer(slog.New(slog.DiscardHandler), env.cfg, st, env.srv.auth), logs: env.logs}
+	traced := env.traced(&log)
 
 	path := env.taskPath(task.ID)
 	for _, c := range []struct {

@@ -14,7 +14,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -32,7 +31,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // ---- a real Better Auth server (testdata/betterauth) ----
@@ -1180,23 +1178,8 @@ func TestBetterAuthKnownUserIsARead(t *testing.T) {
 	t.Parallel()
 	k := newBAKey(t, "EdDSA")
 	env := newJWKSEnv(t, newJWKSServer(t, k))
-	pc, err := pgxpool.ParseConfig(env.cfg.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var log statementLog
-	pc.ConnConfig.Tracer = &log
-	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	st := &Store{pool: pool, queryTimeout: env.cfg.QueryTimeout}
-	auth, err := NewAuthenticator(env.cfg, st, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	traced := &testEnv{t: t, cfg: env.cfg, st: st, srv: NewServer(slog.New(slog.DiscardHandler), env.cfg, st, auth), logs: env.logs}
+	traced := env.traced(&log)
 
 	sub := randomName("user-")
 	claims := baGoodClaims(sub)

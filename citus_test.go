@@ -10,14 +10,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 func TestCitusModeIsOn(t *testing.T) {
@@ -143,23 +141,8 @@ func writesUsers(sql string) bool {
 func TestCitusStatementsRouteToOneShard(t *testing.T) {
 	t.Parallel()
 	env := newTestEnv(t)
-	pc, err := pgxpool.ParseConfig(env.cfg.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var log argsLog
-	pc.ConnConfig.Tracer = &log
-	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	st := &Store{pool: pool, queryTimeout: env.cfg.QueryTimeout}
-	auth, err := NewAuthenticator(env.cfg, st, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	traced := &testEnv{t: t, cfg: env.cfg, st: st, srv: NewServer(slog.New(slog.DiscardHandler), env.cfg, st, auth), logs: env.logs}
+	traced := env.traced(&log)
 
 	var tr tokenResponse
 	traced.do("POST", "/api/v1/auth/register", `{"email":"routed@example.com","password":"`+testPassword+`"}`, "").

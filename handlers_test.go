@@ -556,45 +556,6 @@ func TestCORS(t *testing.T) {
 	checkEnvelope(t, r, 405, "method_not_allowed")
 }
 
-func TestSchemaApplyIsIdempotentAndConcurrent(t *testing.T) {
-	t.Parallel()
-	// A database without the schema, as on a first start.
-	cfg := testConfig(newEmptyDatabase(t))
-	var wg sync.WaitGroup
-	errs := make([]error, 4)
-	for i := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st, err := OpenStore(context.Background(), cfg)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			defer st.Close()
-			errs[i] = st.applySchema(context.Background())
-		}()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("replica %d: %v", i, err)
-		}
-	}
-	st := newTestStore(t, cfg)
-	if err := st.applySchema(context.Background()); err != nil {
-		t.Fatalf("apply again: %v", err)
-	}
-	if err := st.Ready(context.Background()); err != nil {
-		t.Fatalf("not ready after apply: %v", err)
-	}
-	var versions int
-	st.pool.QueryRow(context.Background(), "SELECT count(*) FROM schema_version").Scan(&versions)
-	if versions != len(migrations) {
-		t.Errorf("schema_version has %d rows, want %d", versions, len(migrations))
-	}
-}
-
 // dbProxy is a TCP proxy in front of the test cluster that can be cut and restored,
 // to show the service through a database outage without stopping the shared cluster.
 type dbProxy struct {
