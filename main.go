@@ -33,6 +33,10 @@ func main() {
 		// GOGC in the environment overrides.
 		debug.SetGCPercent(200)
 	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		cgroupMax, _ := os.ReadFile("/sys/fs/cgroup/memory.max")
+		debug.SetMemoryLimit(defaultMemoryLimit(string(cgroupMax)))
+	}
 	if err := run(context.Background(), environment, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "todo:", err)
 		os.Exit(1)
@@ -163,7 +167,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	c.DBMaxConns = int32(intVar("DB_MAX_CONNS", 16, 1, 1000))
 	c.LoginFailuresPerMinute = intVar("LOGIN_RATE_LIMIT", 10, 1, 1_000_000)
 	c.RegistersPerMinute = intVar("REGISTER_RATE_LIMIT", 10, 1, 1_000_000)
-	c.HashConcurrency = intVar("HASH_CONCURRENCY", max(2, runtime.NumCPU()), 1, 1024)
+	c.HashConcurrency = intVar("HASH_CONCURRENCY", defaultHashConcurrency(runtime.GOMAXPROCS(0)), 1, 1024)
 	c.JWTAccessTTL = durVar("JWT_ACCESS_TTL", 15*time.Minute)
 	c.JWTRefreshTTL = durVar("JWT_REFRESH_TTL", 30*24*time.Hour)
 	c.JWTLeeway = durVar("JWT_LEEWAY", 60*time.Second)
@@ -260,6 +264,30 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	return c, errors.Join(errs...)
 }
 
+// hashMemoryBudget is what concurrent Argon2id hashes may hold at once by default: each
+// takes 19 MiB, so a login burst costs at most this much however many cores the machine
+// has (a CPU-count default reached 640 MiB of peak memory on 16 cores).
+const hashMemoryBudget = 96 << 20
+
+// defaultHashConcurrency is one hash per core the runtime uses, at least 2, and no more
+// than hashMemoryBudget holds.
+func defaultHashConcurrency(procs int) int {
+	return min(max(2, procs), max(1, hashMemoryBudget/(int(defaultArgon.memory)<<10)))
+}
+
+// defaultMemoryLimit is the Go runtime's soft memory limit when GOMEMLIMIT is not set:
+// three quarters of the container's memory limit (cgroup v2 memory.max) when there is
+// one, and never above 192 MiB, so that the collector returns a burst's hash buffers
+// before the heap triples under GOGC=200. A soft limit only makes the collector work
+// harder near it; a service that needs more still gets it.
+func defaultMemoryLimit(cgroupMax string) int64 {
+	limit := int64(192 << 20)
+	if n, err := strconv.ParseInt(strings.TrimSpace(cgroupMax), 10, 64); err == nil && n > 0 {
+		limit = min(limit, n/4*3)
+	}
+	return limit
+}
+
 func orDefault(v, def string) string {
 	if v == "" {
 		return def
@@ -335,7 +363,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		go func() { serveErr <- ms.Serve(mln) }()
 		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "dev_mode", cfg.DevMode)
+	log.Info("listening", "addr", ln.Addr().String(), "dev_mode", cfg.DevMode,
+		"gomaxprocs", runtime.GOMAXPROCS(0), "hash_concurrency", cfg.HashConcurrency,
+		"memory_limit_bytes", debug.SetMemoryLimit(-1))
 	logOut.Flush() // whatever waits for the service to come up reads it at once
 
 	select {

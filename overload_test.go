@@ -275,6 +275,63 @@ func TestLoginFlood(t *testing.T) {
 	}
 }
 
+// TestLoginFloodOnManyCores runs the real binary as a 16-core machine would (GOMAXPROCS=16;
+// HASH_CONCURRENCY and GOMEMLIMIT left to their defaults) under 256 concurrent logins:
+// its peak resident memory stays within 256 MiB, where one hash per core (19 MiB each)
+// and a heap left to triple under GOGC=200 went past 600 MiB.
+func TestLoginFloodOnManyCores(t *testing.T) {
+	t.Parallel()
+	p := startBinary(t, map[string]string{"LOGIN_RATE_LIMIT": "100000", "REGISTER_RATE_LIMIT": "100000",
+		"GOMAXPROCS": "16", "WRITE_TIMEOUT": "120s"})
+	if !strings.Contains(p.out.String(), `"gomaxprocs":16,"hash_concurrency":5,`) {
+		t.Fatalf("start line does not show GOMAXPROCS 16 and 5 hashing slots:\n%s", p.out.String())
+	}
+	client := &http.Client{Timeout: 180 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	t.Cleanup(client.CloseIdleConnections)
+	relRegister(t, client, p.base, "cores@example.com")
+	var wg sync.WaitGroup
+	answers := make([]relResult, 256)
+	for i := range answers {
+		wg.Go(func() {
+			answers[i] = relCall(client, "POST", p.base+"/api/v1/auth/login",
+				`{"email":"cores@example.com","password":"correct horse battery"}`, "", nil)
+		})
+	}
+	wg.Wait()
+	served := 0
+	for i, r := range answers {
+		switch {
+		case r.err == nil && r.status == 200:
+			served++
+		case r.err == nil && r.status == 503 && r.code == "service_unavailable":
+		default:
+			t.Errorf("login %d: %v", i, r)
+		}
+	}
+	peak := relPeakRSS(t, p.cmd.Process.Pid)
+	t.Logf("256 concurrent logins, %d served: peak RSS %d MiB", served, peak>>20)
+	if served == 0 {
+		t.Error("no login was served")
+	}
+	if peak > 256<<20 {
+		t.Errorf("peak resident memory %d MiB, want at most 256 MiB", peak>>20)
+	}
+}
+
+func TestMemoryDefaults(t *testing.T) {
+	for procs, want := range map[int]int{1: 2, 2: 2, 4: 4, 5: 5, 16: 5, 128: 5} {
+		if got := defaultHashConcurrency(procs); got != want {
+			t.Errorf("defaultHashConcurrency(%d) = %d, want %d", procs, got, want)
+		}
+	}
+	for cgroup, want := range map[string]int64{"": 192 << 20, "max\n": 192 << 20, "536870912\n": 192 << 20,
+		"134217728\n": 96 << 20} {
+		if got := defaultMemoryLimit(cgroup); got != want {
+			t.Errorf("defaultMemoryLimit(%q) = %d MiB, want %d MiB", cgroup, got>>20, want>>20)
+		}
+	}
+}
+
 // TestLoginFloodShedsAfterHashWait holds every hashing slot: a login then waits a
 // bounded time (half the write timeout here) and answers 503 service_unavailable, rather
 // than queueing until its connection has timed out. Once a slot is free, logins succeed.
