@@ -11,7 +11,11 @@
 # Knobs (environment): BENCH_QUICK=1 (about a minute: a small data set, one round, short
 # runs), BENCH_ROUNDS, BENCH_DURATION and BENCH_WARMUP (seconds), BENCH_CONNS (32),
 # BENCH_PORT (18080), BENCH_LOG_LEVEL (the service's LOG_LEVEL, default info). Other variables
-# the service reads (DB_MAX_CONNS, ...) pass through.
+# the service reads (DB_MAX_CONNS, HASH_CONCURRENCY, GOMAXPROCS, ...) pass through.
+# On a machine with cores to spare, BENCH_CORES_DB, BENCH_CORES_SERVICE and
+# BENCH_CORES_LOAD (taskset core lists, e.g. 0-3, 4-11, 12-15) pin PostgreSQL, the service,
+# and the load generator with pgbench, so that the database, not the machine, is the
+# limit and the ratio to the ceiling reads as the service's overhead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -73,6 +77,10 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
   exit 1
 fi
 
+# Pinning: this script (so the load generator, pgbench and psql it starts) first; the
+# cluster and the service are moved to their own cores once started.
+if [ -n "${BENCH_CORES_LOAD:-}" ]; then taskset -p -c "$BENCH_CORES_LOAD" $$ >/dev/null; fi
+
 say "== build"
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$WORK/todo" .
 go build -o "$WORK/loadgen" ./bench/loadgen
@@ -88,6 +96,9 @@ PGBENCH="$PG_BIN/pgbench"
 [ -x "$PSQL" ] || PSQL=psql
 [ -x "$PGBENCH" ] || PGBENCH=pgbench
 PG_PID=$(head -n 1 "$PGDIR/postmaster.pid")
+if [ -n "${BENCH_CORES_DB:-}" ]; then # backends forked later inherit the postmaster's cores
+  for p in $PG_PID $(ps -o pid= --ppid "$PG_PID"); do taskset -p -c "$BENCH_CORES_DB" "$p" >/dev/null; done
+fi
 CLK=$(getconf CLK_TCK)
 sql() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$PGDIR" -U postgres "$@"; }
 sql -d postgres -c "CREATE DATABASE bench" -c "CREATE EXTENSION pg_stat_statements"
@@ -103,7 +114,7 @@ start_server() {
   METRICS_ADDR=${METRICS_ADDR-127.0.0.1:0} \
   DATABASE_URL="postgres://postgres@/bench?host=$PGDIR" PORT=$PORT JWT_SECRET_KEY=$SECRET \
     LOG_LEVEL=${BENCH_LOG_LEVEL:-info} JWT_ACCESS_TTL=12h APP_ENV=production \
-    "$WORK/todo" >>"$OUT/server.log" 2>&1 &
+    ${BENCH_CORES_SERVICE:+taskset -c "$BENCH_CORES_SERVICE"} "$WORK/todo" >>"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   "$LOADGEN" wait -url "$URL" -timeout 60s
 }
@@ -236,6 +247,12 @@ say "== report"
     "$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r)"
   echo "- Go: $(go env GOVERSION); PostgreSQL: $("$PG_BIN/postgres" --version | sed 's/.*) //')"
   echo "- service: commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- '*.go' 2>/dev/null || echo ' with local changes')"
+  # The service's own start line says how it sized itself for the cores it was given.
+  start=$(grep -m1 '"msg":"listening"' "$OUT/server.log" || true)
+  echo "- service: GOMAXPROCS $(sed -nE 's/.*"gomaxprocs":([0-9]+).*/\1/p' <<<"$start")," \
+    "HASH_CONCURRENCY $(sed -nE 's/.*"hash_concurrency":([0-9]+).*/\1/p' <<<"$start")," \
+    "soft memory limit $(sed -nE 's/.*"memory_limit_bytes":([0-9]+).*/\1/p' <<<"$start" | awk '{ printf "%d MiB", $1 / 1048576 }')"
+  echo "- pinning: database ${BENCH_CORES_DB:-any core}, service ${BENCH_CORES_SERVICE:-any core}, load and pgbench ${BENCH_CORES_LOAD:-any core}"
   echo "- $CONNS connections, $ROUNDS round(s), ${WARMUP} s warm-up, ${DURATION} s measured; medians over rounds; ratio = median of same-round API ÷ ceiling"
   desc=()
   for d in "${SIZE_DESC[@]}"; do desc+=(-size "$d"); done
