@@ -1,9 +1,10 @@
--- Schema of the todo service. Applied at every start by applySchema, inside one
--- transaction holding an advisory lock, so it must stay idempotent: every statement is
--- IF NOT EXISTS or otherwise safe to run again.
+-- Schema of the todo service, version 1: the schema as first released. The steps after it
+-- are migrations/NNN_*.sql, applied in order by migrate.go, each once, in its own
+-- transaction under an advisory lock. Its statements are idempotent because the first
+-- release applied this file at every start.
 --
 -- Rules that keep it runnable unchanged on Citus (users a reference table, the per-user
--- tables distributed by user_id):
+-- tables distributed by user_id; all of them: specs/scale-out/spec.md):
 --   * every primary or unique key of a per-user table includes user_id;
 --   * no triggers, and no volatile function in the WHERE of an UPDATE or DELETE;
 --   * a row never changes user_id;
