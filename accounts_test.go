@@ -717,28 +717,45 @@ func TestCachedTokenStillChecksTheUser(t *testing.T) {
 	env.do("GET", "/api/v1/tasks", "", token).want(401, "invalid_token")
 }
 
-// statementLog records the SQL a pool sends, batches included.
+// statementLog records the statements a pool sends, batches included, with their
+// arguments.
 type statementLog struct {
-	mu  sync.Mutex
-	sql []string
+	mu   sync.Mutex
+	sent []sentStatement
 }
 
-func (l *statementLog) add(sql string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.sql = append(l.sql, sql)
+// sentStatement is one statement a pool sent, with its arguments.
+type sentStatement struct {
+	sql  string
+	args []any
 }
 
-func (l *statementLog) take() []string {
+func (l *statementLog) add(sql string, args []any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	s := l.sql
-	l.sql = nil
+	l.sent = append(l.sent, sentStatement{sql, args})
+}
+
+// takeSent returns what was sent since the last take, and forgets it.
+func (l *statementLog) takeSent() []sentStatement {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.sent
+	l.sent = nil
 	return s
 }
 
+// take is takeSent's statements without their arguments.
+func (l *statementLog) take() []string {
+	var sql []string
+	for _, s := range l.takeSent() {
+		sql = append(sql, s.sql)
+	}
+	return sql
+}
+
 func (l *statementLog) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	l.add(d.SQL)
+	l.add(d.SQL, d.Args)
 	return ctx
 }
 func (l *statementLog) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
@@ -746,7 +763,7 @@ func (l *statementLog) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.T
 	return ctx
 }
 func (l *statementLog) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
-	l.add(d.SQL)
+	l.add(d.SQL, d.Args)
 }
 func (l *statementLog) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 

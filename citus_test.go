@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -86,45 +85,6 @@ func TestCitusTablesAreDistributed(t *testing.T) {
 	}
 }
 
-// sentStatement is one statement a pool sent, with its arguments.
-type sentStatement struct {
-	sql  string
-	args []any
-}
-
-// argsLog records the statements a pool sends, batches included, with their arguments.
-type argsLog struct {
-	mu   sync.Mutex
-	sent []sentStatement
-}
-
-func (l *argsLog) add(sql string, args []any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.sent = append(l.sent, sentStatement{sql, args})
-}
-
-func (l *argsLog) take() []sentStatement {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.sent
-	l.sent = nil
-	return s
-}
-
-func (l *argsLog) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	l.add(d.SQL, d.Args)
-	return ctx
-}
-func (l *argsLog) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-func (l *argsLog) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
-	return ctx
-}
-func (l *argsLog) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
-	l.add(d.SQL, d.Args)
-}
-func (l *argsLog) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
-
 // writesUsers: users is a reference table, written on every node; its writes are the
 // exception to the one-shard rule (registration, profile and password changes, account
 // deletion, a Better Auth user's first request).
@@ -141,7 +101,7 @@ func writesUsers(sql string) bool {
 func TestCitusStatementsRouteToOneShard(t *testing.T) {
 	t.Parallel()
 	env := newTestEnv(t)
-	var log argsLog
+	var log statementLog
 	traced := env.traced(&log)
 
 	var tr tokenResponse
@@ -210,7 +170,7 @@ func TestCitusStatementsRouteToOneShard(t *testing.T) {
 			r.json(&refreshed)
 		}
 		checked := 0
-		for _, st := range log.take() {
+		for _, st := range log.takeSent() {
 			head := strings.ToLower(strings.TrimSpace(st.sql))
 			if head == "begin" || head == "commit" || head == "rollback" || writesUsers(st.sql) {
 				continue

@@ -84,16 +84,7 @@ func newTestSchema(t testing.TB, prefix string) string {
 
 func citusExec(t testing.TB, sql string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, citusURL())
-	if err != nil {
-		t.Fatalf("connect to the Citus coordinator: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, sql); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
+	execAt(t, citusURL(), sql)
 }
 
 // newEmptyDatabase returns the URL of a database (a schema, in the Citus test mode) that
@@ -122,11 +113,17 @@ func withDatabase(t testing.TB, base, db string) string {
 
 func adminExec(t testing.TB, sql string) {
 	t.Helper()
+	execAt(t, testDatabaseURL(t), sql)
+}
+
+// execAt runs sql on the database at dbURL, retrying what concurrent DDL can collide on.
+func execAt(t testing.TB, dbURL, sql string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, testDatabaseURL(t))
+	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
-		t.Fatalf("connect to test cluster: %v", err)
+		t.Fatalf("connect to test database: %v", err)
 	}
 	defer conn.Close(ctx)
 	for attempt := 0; ; attempt++ {

@@ -170,14 +170,10 @@ func newMetrics(s *Server) *metrics {
 	m.rateLimited = m.counterVec("todo_rate_limited_total", "Requests refused with 429 rate_limited, by limit.",
 		"limit", rateLimitNames[:]...)
 	m.gauge("todo_schema_version", "The database schema version the service works with.",
-		func() float64 { return float64(currentSchemaVersion()) })
+		func() float64 { return float64(schemaVersion) })
 	m.collectors = append(m.collectors, appendRuntime, appendProcess)
 	return m
 }
-
-// currentSchemaVersion is what todo_schema_version reports: the version this binary
-// applies at start and /readyz waits for.
-func currentSchemaVersion() int { return schemaVersion }
 
 // gauge registers a series whose value read gives at each scrape.
 func (m *metrics) gauge(name, help string, read func() float64) {
