@@ -26,6 +26,7 @@ func (s *Server) issueTokens(r *http.Request, u User) (tokenResponse, error) {
 		return tokenResponse{}, err
 	}
 	refresh, rt := s.auth.newRefreshToken(u.ID)
+	rt.PasswordEpoch = u.PasswordEpoch
 	if err := s.st.StoreRefreshToken(r.Context(), rt); err != nil {
 		return tokenResponse{}, err
 	}
@@ -75,7 +76,7 @@ func checkPassword(errs *fieldErrors, field string, p *string) {
 // bad field; 409 email_taken; 429 when one address registers too often.
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	noStore(w)
-	if err := s.limits.registers.take(r.Context(), "ip:"+s.limits.clientAddr(r)); err != nil {
+	if err := s.limits.registers.take(r.Context(), s.limits.addrKey(r)); err != nil {
 		return err
 	}
 	b, err := s.decodeObject(w, r)
@@ -142,11 +143,9 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	email = strings.ToLower(strings.TrimSpace(email))
-	ipKey, emailKey := "ip:"+s.limits.clientAddr(r), "email:"+email
-	if err := s.limits.loginFailures.check(r.Context(), ipKey); err != nil {
-		return err
-	}
-	if err := s.limits.loginFailures.check(r.Context(), emailKey); err != nil {
+	ipKey, emailKey := s.limits.addrKey(r), "email:"+email
+	failures := s.limits.loginFailures
+	if err := failures.takeAttempt(r.Context(), ipKey, emailKey); err != nil {
 		return err
 	}
 	u, hash, err := s.st.FindLocalUserByEmail(r.Context(), email)
@@ -161,8 +160,9 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !ok || u.ID == 0 {
-		return s.limits.countFailure(r.Context(), errBadCredentials, ipKey, emailKey)
+		return errBadCredentials // the attempt stays taken
 	}
+	failures.giveBack(r.Context(), ipKey, emailKey)
 	if stale {
 		if newHash, err := s.auth.hashPassword(r.Context(), password); err == nil {
 			if err := s.st.UpdatePasswordHash(r.Context(), u.ID, hash, newHash); err != nil {
@@ -244,12 +244,9 @@ func (s *Server) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	refresh, next := s.auth.newRefreshToken(userID)
-	if err := s.st.RotateRefreshToken(r.Context(), userID, hash, next); err != nil {
-		return err
-	}
-	u, err := s.st.FindUser(r.Context(), userID)
+	u, err := s.st.RotateRefreshToken(r.Context(), userID, hash, next)
 	if err != nil {
-		return errInvalidToken
+		return err
 	}
 	access, err := s.auth.issueAccessToken(u)
 	if err != nil {
@@ -335,7 +332,8 @@ func (s *Server) handlePasswordChange(w http.ResponseWriter, r *http.Request) er
 			Message: "this account signs in through Better Auth and has no password here"}})
 	}
 	key := "email:" + *u.Email
-	if err := s.limits.loginFailures.check(r.Context(), key); err != nil {
+	failures := s.limits.loginFailures
+	if err := failures.takeAttempt(r.Context(), key); err != nil {
 		return err
 	}
 	hash, err := s.st.FindPasswordHash(r.Context(), id)
@@ -347,9 +345,9 @@ func (s *Server) handlePasswordChange(w http.ResponseWriter, r *http.Request) er
 		return err
 	}
 	if !ok {
-		return s.limits.countFailure(r.Context(),
-			validationFailed([]fieldError{{Field: "current_password", Message: "is incorrect"}}), key)
+		return validationFailed([]fieldError{{Field: "current_password", Message: "is incorrect"}})
 	}
+	failures.giveBack(r.Context(), key)
 	newHash, err := s.auth.hashPassword(r.Context(), *next.Value)
 	if err != nil {
 		return err

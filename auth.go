@@ -244,12 +244,15 @@ type peek struct {
 
 func peekToken(token string) (peek, bool) {
 	var p peek
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
+	// Counted, not split: a header of tens of thousands of dots would otherwise cost a
+	// slice of as many strings before being refused (as golang-jwt's CVE-2025-30204).
+	if strings.Count(token, ".") != 2 {
 		return p, false
 	}
-	hdr, err1 := base64.RawURLEncoding.DecodeString(parts[0])
-	body, err2 := base64.RawURLEncoding.DecodeString(parts[1])
+	head, rest, _ := strings.Cut(token, ".")
+	claims, _, _ := strings.Cut(rest, ".")
+	hdr, err1 := base64.RawURLEncoding.DecodeString(head)
+	body, err2 := base64.RawURLEncoding.DecodeString(claims)
 	if err1 != nil || err2 != nil {
 		return p, false
 	}
@@ -439,6 +442,7 @@ type rateLimits struct {
 	loginFailures *limiter
 	registers     *limiter
 	trusted       []netip.Prefix
+	ipv6Bits      int // an IPv6 client counts as its prefix of this length
 }
 
 func newRateLimits(cfg Config, st *Store) *rateLimits {
@@ -447,7 +451,8 @@ func newRateLimits(cfg Config, st *Store) *rateLimits {
 			perSec: float64(cfg.LoginFailuresPerMinute) / 60},
 		registers: &limiter{st: st, name: "register", burst: float64(cfg.RegistersPerMinute),
 			perSec: float64(cfg.RegistersPerMinute) / 60},
-		trusted: cfg.TrustedProxies,
+		trusted:  cfg.TrustedProxies,
+		ipv6Bits: cfg.RateLimitIPv6Prefix,
 	}
 }
 
@@ -467,15 +472,6 @@ func (l *limiter) bucketKey(key string) []byte {
 	return sum[:]
 }
 
-// check answers rate_limited, with Retry-After, when key's bucket is empty.
-func (l *limiter) check(ctx context.Context, key string) error {
-	tokens, err := l.st.RateTokens(ctx, l.bucketKey(key), l.burst, l.perSec)
-	if err != nil {
-		return err
-	}
-	return l.verdict(tokens >= 1, tokens)
-}
-
 // take counts one event against key's bucket when it has a token left, and answers
 // rate_limited when it had none.
 func (l *limiter) take(ctx context.Context, key string) error {
@@ -486,18 +482,27 @@ func (l *limiter) take(ctx context.Context, key string) error {
 	return l.verdict(allowed, tokens)
 }
 
-// countFailure counts a failed sign-in against each key and answers failed, unless the
-// count itself failed (the database is down: that error, so that logins fail closed).
-func (rl *rateLimits) countFailure(ctx context.Context, failed error, keys ...string) error {
-	for _, k := range keys {
-		if err := rl.loginFailures.take(ctx, k); err != nil {
-			var ae *apiError
-			if !errors.As(err, &ae) {
-				return err
-			}
+// takeAttempt takes one attempt from the bucket of each key before a password is checked,
+// so that concurrent attempts cannot exceed a budget: a check before the hash and a count
+// after it would let a burst be evaluated in full. When one bucket is empty, the tokens
+// already taken are given back and the answer is rate_limited; when the database is
+// down, its error, so that sign-ins fail closed.
+func (l *limiter) takeAttempt(ctx context.Context, keys ...string) error {
+	for i, k := range keys {
+		if err := l.take(ctx, k); err != nil {
+			l.giveBack(ctx, keys[:i]...)
+			return err
 		}
 	}
-	return failed
+	return nil
+}
+
+// giveBack returns the attempt of a sign-in that succeeded: only failures count. A token
+// not given back (the database went away meanwhile) errs on the side of the limit.
+func (l *limiter) giveBack(ctx context.Context, keys ...string) {
+	for _, k := range keys {
+		l.st.RateGive(ctx, l.bucketKey(k), l.burst, l.perSec)
+	}
 }
 
 // verdict is nil when allowed, else rate_limited with the seconds until a token is back.
@@ -514,6 +519,19 @@ func (l *limiter) verdict(allowed bool, tokens float64) error {
 func rateLimited(retryAfter int) error {
 	return &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited",
 		Detail: "Too many attempts; try again later.", RetryAfter: retryAfter}
+}
+
+// addrKey is the bucket key of the request's client address. An IPv6 client counts as
+// its /64 (RATE_LIMIT_IPV6_PREFIX): a single host is routinely given a whole /64, so
+// keying the full address would give one client 2^64 buckets.
+func (rl *rateLimits) addrKey(r *http.Request) string {
+	a := rl.clientAddr(r)
+	if addr, err := netip.ParseAddr(a); err == nil && addr.Is6() {
+		if p, err := addr.Prefix(rl.ipv6Bits); err == nil {
+			return "ip:" + p.String()
+		}
+	}
+	return "ip:" + a
 }
 
 // clientAddr is the connection's address, or, when that is a trusted proxy, the last

@@ -129,10 +129,7 @@ func (ba *betterAuth) authenticate(ctx context.Context, st *Store, token string,
 		issuer = orDefault(c.Issuer, orDefault(ba.issuer, "better-auth"))
 	case ba.jwksURL != "":
 		opts := []jwt.ParserOption{jwt.WithValidMethods(asymmetricAlgs), jwt.WithExpirationRequired(),
-			jwt.WithLeeway(ba.leeway), jwt.WithIssuer(ba.issuer), jwt.WithJSONNumber()}
-		if ba.audience != "" {
-			opts = append(opts, jwt.WithAudience(ba.audience))
-		}
+			jwt.WithLeeway(ba.leeway), jwt.WithIssuer(ba.issuer), jwt.WithAudience(ba.audience), jwt.WithJSONNumber()}
 		_, err = jwt.NewParser(opts...).ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 			return ba.keyFor(ctx, t)
 		})
@@ -204,26 +201,36 @@ func (k jwk) allows(alg string) bool {
 	return false
 }
 
-// lookup finds kid in the cached set, refetching when the key is unknown or the set is
-// stale, but at most once per refresh interval whatever the number of unknown kids.
+// lookup finds kid in the cached set. A known key is answered from the cache at once,
+// even when the set is stale: the refresh then runs in the background, so that a hanging
+// endpoint delays no request that the cache can serve. Only an unknown kid waits for a
+// fetch, at most one per refresh interval whatever the number of unknown kids.
 func (ba *betterAuth) lookup(ctx context.Context, kid string) (jwk, bool) {
 	ba.mu.RLock()
 	k, ok := ba.keys[kid]
 	fresh := time.Since(ba.lastAttempt) < ba.staleAfter
 	ba.mu.RUnlock()
-	if ok && fresh {
+	if ok {
+		if !fresh && ba.fetchMu.TryLock() {
+			go func() {
+				defer ba.fetchMu.Unlock()
+				ba.refreshLocked(context.Background())
+			}()
+		}
 		return k, true
 	}
-	ba.refresh(ctx)
+	ba.fetchMu.Lock()
+	ba.refreshLocked(ctx)
+	ba.fetchMu.Unlock()
 	ba.mu.RLock()
 	defer ba.mu.RUnlock()
 	k, ok = ba.keys[kid]
 	return k, ok
 }
 
-func (ba *betterAuth) refresh(ctx context.Context) {
-	ba.fetchMu.Lock()
-	defer ba.fetchMu.Unlock()
+// refreshLocked fetches the set, unless a fetch was attempted within the refresh
+// interval; the caller holds fetchMu. A failed fetch keeps the cached keys.
+func (ba *betterAuth) refreshLocked(ctx context.Context) {
 	ba.mu.RLock()
 	recent := !ba.lastAttempt.IsZero() && time.Since(ba.lastAttempt) < ba.refreshEvery
 	ba.mu.RUnlock()
@@ -272,6 +279,12 @@ func (ba *betterAuth) fetch(ctx context.Context) (map[string]jwk, error) {
 			continue
 		}
 		keys[rk.Kid] = k
+	}
+	// A set without one usable key is a broken answer (an empty object, a half-deployed
+	// auth server), not a revocation of every key: replacing the cache with it would sign
+	// every user out.
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("JWKS holds no usable key (%d listed)", len(set.Keys))
 	}
 	return keys, nil
 }

@@ -464,3 +464,37 @@ func FuzzTaskJSON(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTaskInput reads arbitrary task bodies in each write mode: reading never panics, and
+// a body it accepts keeps every rule of the contract (at most 20 distinct tags, each 1 to
+// 50 characters, trimmed, lower-cased; a title of 1 to 255 characters).
+func FuzzTaskInput(f *testing.F) {
+	f.Add([]byte(`{"title":"t","tags":["a"," A ","b"],"priority":"HIGH","due_date":"2030-01-02"}`), uint8(0))
+	f.Add([]byte(`{"tags":["`+strings.Repeat(`x","`, 30)+`y"]}`), uint8(2))
+	f.Add([]byte(`{"title":"t","tags":[null,1,"",[]]}`), uint8(1))
+	f.Fuzz(func(t *testing.T, body []byte, mode uint8) {
+		var raw map[string]json.RawMessage
+		if json.Unmarshal(body, &raw) != nil {
+			return
+		}
+		b := bodyFields{raw: raw}
+		c := readTaskInput(&b).change(writeMode(int(mode)%3), &b.errs)
+		if len(b.errs) > 0 {
+			return
+		}
+		if c.SetTitle && (c.Title == "" || utf8.RuneCountInString(c.Title) > 255) {
+			t.Fatalf("accepted title %q", c.Title)
+		}
+		if len(c.Tags) > maxTags {
+			t.Fatalf("accepted %d tags", len(c.Tags))
+		}
+		seen := map[string]bool{}
+		for _, tag := range c.Tags {
+			n := utf8.RuneCountInString(tag)
+			if n < 1 || n > 50 || tag != strings.ToLower(tag) || tag != strings.TrimSpace(tag) || seen[tag] {
+				t.Fatalf("accepted tags %q", c.Tags)
+			}
+			seen[tag] = true
+		}
+	})
+}

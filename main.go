@@ -79,7 +79,10 @@ type Config struct {
 
 	CORSAllowedOrigins []string
 	TrustedProxies     []netip.Prefix
-	MaxBodyBytes       int64
+	// RateLimitIPv6Prefix is the prefix length an IPv6 client address counts as in the
+	// rate limits.
+	RateLimitIPv6Prefix int
+	MaxBodyBytes        int64
 
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
@@ -167,6 +170,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	c.DBMaxConns = int32(intVar("DB_MAX_CONNS", 16, 1, 1000))
 	c.LoginFailuresPerMinute = intVar("LOGIN_RATE_LIMIT", 10, 1, 1_000_000)
 	c.RegistersPerMinute = intVar("REGISTER_RATE_LIMIT", 10, 1, 1_000_000)
+	c.RateLimitIPv6Prefix = intVar("RATE_LIMIT_IPV6_PREFIX", 64, 32, 128)
 	c.HashConcurrency = intVar("HASH_CONCURRENCY", defaultHashConcurrency(runtime.GOMAXPROCS(0)), 1, 1024)
 	c.JWTAccessTTL = durVar("JWT_ACCESS_TTL", 15*time.Minute)
 	c.JWTRefreshTTL = durVar("JWT_REFRESH_TTL", 30*24*time.Hour)
@@ -234,6 +238,11 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	}
 	if c.BetterAuthJWKSURL != "" && c.BetterAuthURL == "" && c.BetterAuthIssuer == "" {
 		bad("BETTER_AUTH_JWKS_URL", "needs BETTER_AUTH_URL or BETTER_AUTH_ISSUER, the issuer its tokens are checked against")
+	}
+	// Without an audience a key set's tokens minted for any other service of the same
+	// Better Auth server (or for none) would be accepted.
+	if c.BetterAuthJWKSURL != "" && c.BetterAuthURL == "" && c.BetterAuthAudience == "" {
+		bad("BETTER_AUTH_JWKS_URL", "needs BETTER_AUTH_URL or BETTER_AUTH_AUDIENCE, the audience its tokens are checked against")
 	}
 	if c.BetterAuthJWKSURL != "" {
 		if u, err := url.Parse(c.BetterAuthJWKSURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -189,9 +189,9 @@ func (st *Store) FindLocalUserByEmail(ctx context.Context, email string) (User, 
 	defer cancel()
 	var u User
 	var hash string
-	err := st.pool.QueryRow(ctx, `SELECT `+userColumns+`, password_hash FROM users
+	err := st.pool.QueryRow(ctx, `SELECT `+userColumns+`, password_hash, password_epoch FROM users
 		WHERE email = $1 AND issuer IS NULL`, email).
-		Scan(&u.ID, &u.Email, &u.Name, &u.CreatedAt, &u.Issuer, &u.Subject, &hash)
+		Scan(&u.ID, &u.Email, &u.Name, &u.CreatedAt, &u.Issuer, &u.Subject, &hash, &u.PasswordEpoch)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return User{}, "", notFound("user")
 	} else if err != nil {
@@ -254,17 +254,19 @@ func (st *Store) UpdatePasswordHash(ctx context.Context, id int64, oldHash, newH
 	return nil
 }
 
-// ChangePassword replaces the hash, revokes every refresh token of the user and stores
-// the new one, in one transaction.
+// ChangePassword replaces the hash, starts a new password epoch, revokes every refresh
+// token of the user and stores the new one, in one transaction. The revocation reaches the
+// tokens this statement sees; one that a concurrent login or refresh writes meanwhile
+// carries the old epoch, and no refresh accepts it (RotateRefreshToken).
 func (st *Store) ChangePassword(ctx context.Context, id int64, newHash string, rt refreshToken) error {
 	return st.inTx(ctx, "change password", func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE users SET password_hash = $2, updated_at = now()
-			WHERE id = $1 AND issuer IS NULL`, id, newHash)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
+		err := tx.QueryRow(ctx, `UPDATE users SET password_hash = $2, password_epoch = password_epoch + 1,
+				updated_at = now()
+			WHERE id = $1 AND issuer IS NULL RETURNING password_epoch`, id, newHash).Scan(&rt.PasswordEpoch)
+		if errors.Is(err, pgx.ErrNoRows) {
 			return notFound("user")
+		} else if err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = now()
 			WHERE user_id = $1 AND revoked_at IS NULL`, id); err != nil {
@@ -375,22 +377,32 @@ func (st *Store) inTx(ctx context.Context, op string, fn func(tx pgx.Tx) error) 
 
 // refreshToken is one stored refresh token: its hash, never the token itself.
 type refreshToken struct {
-	UserID    int64
-	Hash      []byte
-	FamilyID  [16]byte
-	ExpiresAt time.Time
+	UserID        int64
+	Hash          []byte
+	FamilyID      [16]byte
+	ExpiresAt     time.Time
+	PasswordEpoch int32 // the user's password epoch it was issued under
 }
 
 func insertRefreshToken(ctx context.Context, tx pgx.Tx, rt refreshToken) error {
-	_, err := tx.Exec(ctx, `INSERT INTO refresh_tokens (user_id, token_hash, family_id, expires_at)
-		VALUES ($1, $2, $3, $4)`, rt.UserID, rt.Hash, rt.FamilyID, rt.ExpiresAt)
+	_, err := tx.Exec(ctx, `INSERT INTO refresh_tokens (user_id, token_hash, family_id, expires_at, password_epoch)
+		VALUES ($1, $2, $3, $4, $5)`, rt.UserID, rt.Hash, rt.FamilyID, rt.ExpiresAt, rt.PasswordEpoch)
 	return err
 }
 
 // StoreRefreshToken saves a new login's first refresh token, and forgets the user's
-// tokens that expired, so the table does not grow without bound.
+// tokens that expired, so the table does not grow without bound. The login's password
+// must still be the user's: a login whose check raced a password change is refused
+// (invalid_credentials) rather than given a session under the old password.
 func (st *Store) StoreRefreshToken(ctx context.Context, rt refreshToken) error {
 	return st.inTx(ctx, "store refresh token", func(tx pgx.Tx) error {
+		var epoch int32
+		err := tx.QueryRow(ctx, `SELECT password_epoch FROM users WHERE id = $1`, rt.UserID).Scan(&epoch)
+		if errors.Is(err, pgx.ErrNoRows) || (err == nil && epoch != rt.PasswordEpoch) {
+			return errBadCredentials
+		} else if err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `DELETE FROM refresh_tokens WHERE user_id = $1 AND expires_at < now()`,
 			rt.UserID); err != nil {
 			return err
@@ -399,44 +411,79 @@ func (st *Store) StoreRefreshToken(ctx context.Context, rt refreshToken) error {
 	})
 }
 
-// RotateRefreshToken retires the presented token and stores its successor in the same
-// family. A token that was already rotated is being reused: the whole family is revoked
-// and the answer is invalid_token, as for an unknown, expired or revoked one.
-func (st *Store) RotateRefreshToken(ctx context.Context, userID int64, oldHash []byte, next refreshToken) error {
-	rotated, reused := false, false
+// maxRevocationRounds bounds the revocation of a family (RotateRefreshToken). Each round
+// that revokes anything found a token a concurrent refresh had just committed; a family
+// grows by one token per refresh, and every refresh that starts after the first round
+// finds its token revoked, so a few rounds end it.
+const maxRevocationRounds = 16
+
+// RotateRefreshToken retires the presented token, stores its successor in the same family
+// and answers the token's user, in one transaction: an error anywhere (the database gone
+// between the statements) leaves the presented token as it was, so that a retry can
+// still use it. A token rotates only while its user's password epoch is the one it was
+// issued under (ChangePassword).
+//
+// A token that was already rotated is being reused: the whole family is revoked and the
+// answer is invalid_token, as for an unknown, expired or revoked one. The revocation runs
+// until a round finds nothing left: a refresh in flight holds the lock of the token it
+// rotates, so the round that meets it waits for its commit, and the next round, with a
+// new snapshot, sees and revokes the successor it wrote. So once the answer is given, no
+// token of the family works, including one written while it ran.
+func (st *Store) RotateRefreshToken(ctx context.Context, userID int64, oldHash []byte, next refreshToken) (User, error) {
+	var (
+		u               User
+		rotated, reused bool
+	)
 	err := st.inTx(ctx, "rotate refresh token", func(tx pgx.Tx) error {
-		var family [16]byte
 		err := tx.QueryRow(ctx, `UPDATE refresh_tokens SET rotated_at = now()
 			WHERE user_id = $1 AND token_hash = $2
 			  AND rotated_at IS NULL AND revoked_at IS NULL AND expires_at > now()
-			RETURNING family_id`, userID, oldHash).Scan(&family)
+			  AND password_epoch = (SELECT password_epoch FROM users WHERE id = $1)
+			RETURNING family_id, password_epoch`, userID, oldHash).Scan(&next.FamilyID, &next.PasswordEpoch)
 		if errors.Is(err, pgx.ErrNoRows) {
-			tag, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = now()
-				WHERE user_id = $1 AND revoked_at IS NULL AND family_id = (
-					SELECT family_id FROM refresh_tokens
-					WHERE user_id = $1 AND token_hash = $2 AND rotated_at IS NOT NULL)`, userID, oldHash)
-			if err != nil {
+			var family [16]byte
+			err := tx.QueryRow(ctx, `SELECT family_id FROM refresh_tokens
+				WHERE user_id = $1 AND token_hash = $2 AND rotated_at IS NOT NULL`, userID, oldHash).Scan(&family)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			} else if err != nil {
 				return err
 			}
-			reused = tag.RowsAffected() > 0
+			for round := 0; ; round++ {
+				if round == maxRevocationRounds {
+					return errors.New("refresh token family still growing after the last revocation round")
+				}
+				tag, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = now()
+					WHERE user_id = $1 AND family_id = $2 AND revoked_at IS NULL`, userID, family)
+				if err != nil {
+					return err
+				}
+				if tag.RowsAffected() == 0 {
+					break
+				}
+				reused = true
+			}
 			return nil // commit the revocation; the caller still answers invalid_token
 		} else if err != nil {
 			return err
 		}
-		next.FamilyID = family
+		u, err = scanUser(tx.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, userID))
+		if err != nil {
+			return err // a token's user exists: tokens go with their user
+		}
 		rotated = true
 		return insertRefreshToken(ctx, tx, next)
 	})
 	switch {
 	case err != nil:
-		return err
+		return User{}, err
 	case reused:
-		return &apiError{Status: errInvalidToken.Status, Code: errInvalidToken.Code,
+		return User{}, &apiError{Status: errInvalidToken.Status, Code: errInvalidToken.Code,
 			Detail: "The refresh token was already used; every token of this login is revoked."}
 	case !rotated:
-		return errInvalidToken
+		return User{}, errInvalidToken
 	}
-	return nil
+	return u, nil
 }
 
 // RevokeRefreshToken revokes one live refresh token (logout); invalid_token when it is
@@ -894,19 +941,17 @@ func (st *Store) RateTake(ctx context.Context, key []byte, burst, perSec float64
 	return allowed, tokens, nil
 }
 
-// RateTokens is the tokens the bucket key holds now (a full bucket when it has no row).
-func (st *Store) RateTokens(ctx context.Context, key []byte, burst, perSec float64) (float64, error) {
+// RateGive returns one token to the bucket key, up to its burst: an attempt taken before
+// a password check that then succeeded.
+func (st *Store) RateGive(ctx context.Context, key []byte, burst, perSec float64) error {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	var tokens float64
-	err := st.pool.QueryRow(ctx, `SELECT `+refilled+` FROM rate_limits r WHERE key = $1`,
-		key, burst, perSec, time.Now()).Scan(&tokens)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return burst, nil
-	} else if err != nil {
-		return 0, fmt.Errorf("rate limit: %w", err)
+	_, err := st.pool.Exec(ctx, `UPDATE rate_limits AS r SET tokens = least($2::float8, `+refilled+` + 1), updated_at = $4
+		WHERE key = $1`, key, burst, perSec, time.Now())
+	if err != nil {
+		return fmt.Errorf("rate limit: %w", err)
 	}
-	return tokens, nil
+	return nil
 }
 
 // CleanRateLimits forgets buckets untouched since before: by then they are full, which is

@@ -231,11 +231,19 @@ func ptr[T any](v T) *T { return &v }
 
 // cursorPayload is what a cursor carries; its signature binds it to the user and the query.
 type cursorPayload struct {
-	T  *int64 `json:"t,omitempty"` // unix microseconds
-	P  int16  `json:"p,omitempty"`
+	T *int64 `json:"t,omitempty"` // unix microseconds
+	P int16  `json:"p,omitempty"`
+	// B is the title's bytes: a JSON string would escape a title of 255 "<" or control
+	// characters to six bytes each, past maxCursorLen, where the bytes (base64, at most
+	// 1,020 of them) always fit. S is the form cursors made before, still read.
+	B  []byte `json:"b,omitempty"`
 	S  string `json:"s,omitempty"`
 	ID int64  `json:"i"`
 }
+
+// maxCursorLen bounds what decodeCursor reads; every cursor the service makes is shorter
+// (at most 1,879 characters: a title of 255 four-byte characters).
+const maxCursorLen = 2048
 
 // canonical identifies the query a cursor belongs to: filters and sort, not the limit.
 func (q listQuery) canonical() string {
@@ -286,7 +294,7 @@ func (a *Authenticator) encodeCursor(userID int64, q listQuery, t Task) string {
 	case "priority":
 		p.P = t.Priority
 	case "title":
-		p.S = t.Title
+		p.B = []byte(t.Title)
 	}
 	raw, _ := json.Marshal(p)
 	payload := base64.RawURLEncoding.EncodeToString(raw)
@@ -298,7 +306,7 @@ func (a *Authenticator) encodeCursor(userID int64, q listQuery, t Task) string {
 func (a *Authenticator) decodeCursor(userID int64, q listQuery, cursor string) (*cursorPos, error) {
 	bad := errors.New("bad cursor")
 	payload, sig, ok := strings.Cut(cursor, ".")
-	if !ok || len(cursor) > 2048 {
+	if !ok || len(cursor) > maxCursorLen {
 		return nil, bad
 	}
 	// Compared as text: decoding first would also accept other spellings of the same
@@ -316,6 +324,9 @@ func (a *Authenticator) decodeCursor(userID int64, q listQuery, cursor string) (
 		return nil, bad
 	}
 	pos := &cursorPos{ID: p.ID, Int: p.P, Text: p.S}
+	if p.B != nil {
+		pos.Text = string(p.B)
+	}
 	if p.T != nil {
 		t := time.UnixMicro(*p.T).UTC()
 		pos.Time = &t
@@ -388,8 +399,7 @@ func (s *Server) handleTaskCreate(w http.ResponseWriter, r *http.Request) error 
 	if len(key) != 1 || !validIdempotencyKey(key[0]) {
 		return validationFailed([]fieldError{{Field: "Idempotency-Key", Message: "must be 1 to 255 printable ASCII characters"}})
 	}
-	canonical, _ := json.Marshal(b.raw) // sorted keys, compacted values: the same JSON value hashes alike
-	sum := sha256.Sum256(canonical)
+	sum := sha256.Sum256(canonicalJSON(b.raw))
 	ans, err := s.st.CreateTaskOnce(r.Context(), userID, key[0], sum[:], c, func(t Task) (idempotentAnswer, error) {
 		return idempotentAnswer{Status: http.StatusCreated, Body: appendTask(nil, t, hackathonUser(r))}, nil
 	})
@@ -404,6 +414,20 @@ func (s *Server) handleTaskCreate(w http.ResponseWriter, r *http.Request) error 
 	}
 	w.Header().Set("ETag", `"1"`) // the first answer shows the task at its first version
 	return writeJSONBody(w, ans.Status, append(ans.Body, '\n'))
+}
+
+// canonicalJSON is one spelling of a body's JSON value, so that the same value hashes
+// alike however it was written: object keys sorted at every depth, strings with one
+// escaping ("café" and "caf\u00e9" alike), numbers by their value, no white space.
+func canonicalJSON(raw map[string]json.RawMessage) []byte {
+	v := make(map[string]any, len(raw))
+	for k, r := range raw {
+		var x any
+		json.Unmarshal(r, &x) // decodeObject has checked that each value is JSON
+		v[k] = x
+	}
+	b, _ := json.Marshal(v)
+	return b
 }
 
 // handleTaskList serves GET /api/v1/tasks (a page with a cursor) and GET
