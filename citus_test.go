@@ -80,8 +80,8 @@ func TestCitusTablesAreDistributed(t *testing.T) {
 			}
 		}
 	}
-	if perUser < 3 {
-		t.Errorf("found %d per-user tables (%v), want tasks, refresh_tokens and idempotency_keys at least", perUser, tables)
+	if perUser < 4 {
+		t.Errorf("found %d per-user tables (%v), want tasks, refresh_tokens, idempotency_keys and task_counts at least", perUser, tables)
 	}
 }
 

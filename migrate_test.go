@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -59,6 +58,7 @@ func TestMigrationsAreNumberedFromOne(t *testing.T) {
 type v1Database struct {
 	url, email, refresh string
 	taskID, onceID      int64
+	other               int64 // a second user: 25 tasks, 8 completed, every one due in the past
 	onceBody, onceKey   string
 }
 
@@ -93,23 +93,35 @@ func newV1Database(t *testing.T) v1Database {
 		VALUES ($1, $2, $3, $4)`, rt.UserID, rt.Hash, rt.FamilyID, rt.ExpiresAt); err != nil {
 		t.Fatal(err)
 	}
-	task, err := st.CreateTask(ctx, u.ID, taskChange{Title: "from version 1", Priority: 2, Tags: []string{"old"}})
+	// The tasks as the first release wrote them: its own statements, which knew no
+	// counters. A second user has tasks too, some completed, for the counters' build.
+	err = st.pool.QueryRow(ctx, `INSERT INTO tasks (user_id, title, priority, tags)
+		VALUES ($1, 'from version 1', 2, '{old}') RETURNING id`, u.ID).Scan(&db.taskID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.taskID = task.ID
 	sum := sha256.Sum256([]byte(db.onceBody))
-	ans, err := st.CreateTaskOnce(ctx, u.ID, db.onceKey, sum[:], taskChange{Title: "once", Priority: 1, Tags: []string{}},
-		func(t Task) (idempotentAnswer, error) {
-			return idempotentAnswer{Status: 201, Body: appendTask(nil, t, "")}, nil
-		})
+	once := Task{UserID: u.ID, Title: "once", Priority: 1, Tags: []string{}, Version: 1}
+	err = st.pool.QueryRow(ctx, `INSERT INTO tasks (user_id, title) VALUES ($1, 'once')
+		RETURNING id, created_at, updated_at`, u.ID).Scan(&once.ID, &once.CreatedAt, &once.UpdatedAt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Sscanf(string(ans.Body), `{"id":%d`, &db.onceID)
-	if db.onceID == 0 {
-		t.Fatalf("idempotent answer %s", ans.Body)
+	db.onceID = once.ID
+	if _, err := st.pool.Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, request_hash, status, response)
+		VALUES ($1, $2, $3, 201, $4)`, u.ID, db.onceKey, sum[:], appendTask(nil, once, "")); err != nil {
+		t.Fatal(err)
 	}
+	other, err := st.CreateUser(ctx, "other-"+db.email, nil, hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.pool.Exec(ctx, `INSERT INTO tasks (user_id, title, completed, completed_at, due_date)
+		SELECT $1, 'task ' || g, g % 3 = 0, CASE WHEN g % 3 = 0 THEN now() END, now() - g * interval '1 hour'
+		FROM generate_series(1, 25) AS g`, other.ID); err != nil {
+		t.Fatal(err)
+	}
+	db.other = other.ID
 	return db
 }
 
@@ -147,6 +159,17 @@ func TestMigrationUpgradesAVersion1Database(t *testing.T) {
 	env.do("GET", "/api/v1/tasks", "", tr.AccessToken).want(200, "").json(&page)
 	if page.Total != 2 {
 		t.Errorf("%d tasks after the upgrade, want 2", page.Total)
+	}
+	// The counters were built from the tasks already there.
+	for _, u := range []int64{tr.User.ID, db.other} {
+		checkCounters(t, env.st, u)
+	}
+	stats, err := env.st.TaskStats(context.Background(), db.other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats != (taskStats{Total: 25, Completed: 8, Pending: 17, Overdue: 17}) {
+		t.Errorf("stats of the second user after the upgrade: %+v", stats)
 	}
 	// The new table works too: failed logins are counted.
 	env.do("POST", "/api/v1/auth/login", `{"email":"`+db.email+`","password":"wrong password"}`, "").want(401, "invalid_credentials")

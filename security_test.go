@@ -288,11 +288,16 @@ type connKiller struct {
 	admin *pgxpool.Pool
 	match string
 	armed atomic.Bool
+	err   error
 }
 
 func (k *connKiller) TraceQueryStart(ctx context.Context, c *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
 	if strings.HasPrefix(strings.Join(strings.Fields(d.SQL), " "), k.match) && k.armed.CompareAndSwap(true, false) {
-		k.admin.Exec(context.Background(), `SELECT pg_terminate_backend($1, 5000)`, c.PgConn().PID())
+		// The integer form: Citus adds a bigint one that reads its argument as a global pid.
+		if _, err := k.admin.Exec(context.Background(), `SELECT pg_terminate_backend($1::integer, 5000::bigint)`,
+			int32(c.PgConn().PID())); err != nil {
+			k.err = err
+		}
 	}
 	return ctx
 }
@@ -311,6 +316,9 @@ func TestRefreshSurvivesADatabaseError(t *testing.T) {
 	r := flaky.do("POST", "/api/v1/auth/refresh", `{"refresh_token":"`+login.RefreshToken+`"}`, "")
 	if killer.armed.Load() {
 		t.Fatal("the refresh never read its user")
+	}
+	if killer.err != nil {
+		t.Fatalf("ending the connection: %v", killer.err)
 	}
 	checkEnvelope(t, r, 503, "service_unavailable")
 	var tr tokenResponse

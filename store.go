@@ -283,6 +283,7 @@ func (st *Store) DeleteUser(ctx context.Context, id int64) error {
 	return st.inTx(ctx, "delete user", func(tx pgx.Tx) error {
 		for _, q := range []string{
 			`DELETE FROM tasks WHERE user_id = $1`,
+			`DELETE FROM task_counts WHERE user_id = $1`, // after the tasks: the writers' lock order
 			`DELETE FROM refresh_tokens WHERE user_id = $1`,
 			`DELETE FROM idempotency_keys WHERE user_id = $1`,
 		} {
@@ -526,12 +527,33 @@ func collectTask(rows pgx.Rows, err error) (Task, error) {
 // statement: Citus refuses a non-immutable function inside CASE in the UPDATE of a
 // distributed table, and one clock for a task's created_at and its later updated_at keeps
 // them ordered.
-var insertTaskSQL = bindNames(`INSERT INTO tasks (user_id, title, description, completed, priority, tags, due_date,
-		created_at, updated_at, completed_at)
-	VALUES (@user_id, @title, @description, @completed, @priority, @tags, @due_date,
-		@now, @now, CASE WHEN @completed::boolean THEN @now::timestamptz END)
-	RETURNING `+taskColumns,
+var insertTaskSQL = bindNames(`WITH t AS (
+		INSERT INTO tasks (user_id, title, description, completed, priority, tags, due_date,
+			created_at, updated_at, completed_at)
+		VALUES (@user_id, @title, @description, @completed, @priority, @tags, @due_date,
+			@now, @now, CASE WHEN @completed::boolean THEN @now::timestamptz END)
+		RETURNING `+taskColumns+`),
+	counted AS (`+countCreated+`)
+	SELECT `+taskColumns+` FROM t`,
 	"user_id", "title", "description", "completed", "priority", "tags", "due_date", "now")
+
+// The task counters (migrations/003_task_counts.sql) move in the statement that moves the
+// tasks, as a data-modifying WITH that PostgreSQL runs exactly once whether or not the
+// statement reads it: one statement, one round trip, one shard on Citus. Each takes the
+// counter's row lock after the tasks' own, in every statement, so two writers never wait
+// on each other in opposite orders.
+//
+// A user's counters are eight rows, a task counting in the row of its slot (taskSlot):
+// a counter row is locked from the write to the commit, so with one row a user's writes
+// from several devices or tabs would take turns; with eight, two of them rarely meet. A
+// slot's tasks never change, so each row stays a true count of its own tasks (and its
+// CHECK holds). A total is the sum of at most eight rows.
+const (
+	taskSlot     = `id % 8`
+	countCreated = `INSERT INTO task_counts AS c (user_id, slot, total, completed)
+		SELECT @user_id, ` + taskSlot + `, 1, completed::int FROM t
+		ON CONFLICT (user_id, slot) DO UPDATE SET total = c.total + 1, completed = c.completed + excluded.completed`
+)
 
 func insertTaskArgs(userID int64, c taskChange) []any {
 	return []any{userID, c.Title, c.Description, c.Completed, c.Priority, c.Tags, c.DueDate, time.Now()}
@@ -665,15 +687,58 @@ const (
 		version = version + CASE WHEN ` + taskChanged + ` THEN 1 ELSE 0 END
 	WHERE user_id = @user_id AND id = @id AND ` + ifMatches + `
 	RETURNING ` + taskColumns
+
+	// A change that may complete or reopen the task also moves the counters. prior reads
+	// whether the task was completed, which RETURNING cannot tell once the row is updated.
+	// That is only right if no other write changes the row between the statement's
+	// snapshot and its UPDATE, so UpdateTask first locks the row in a statement of its own,
+	// in the same transaction (lockedWrite): this statement's snapshot is then taken once
+	// no one else can change the row. Locking inside this statement is not enough: a
+	// statement that waited reads the counter rows and the task as of its older snapshot
+	// where PostgreSQL re-reads them for a concurrent change (measured: a toggle that
+	// waited on another toggle counted from the counter's old value). A change that leaves
+	// completion alone needs neither, and sends updateTaskTemplate alone.
+	completeTaskTemplate = `WITH prior AS (
+		SELECT completed AS was_completed FROM tasks WHERE user_id = @user_id AND id = @id),
+	t AS (` + updateTaskTemplate + `),
+	counted AS (UPDATE task_counts SET completed = task_counts.completed + CASE WHEN t.completed THEN 1 ELSE -1 END
+		FROM t, prior WHERE task_counts.user_id = @user_id AND slot = t.` + taskSlot + `
+			AND t.completed <> prior.was_completed)
+	SELECT ` + taskColumns + ` FROM t`
 )
 
+// updateParams names the parameters of the update statements, in the order UpdateTask
+// binds them.
+var updateParams = []string{"user_id", "id", "if_match",
+	"set_title", "title", "set_description", "description", "toggle", "set_completed", "completed",
+	"set_priority", "priority", "set_tags", "tags", "set_due_date", "due_date", "now"}
+
 var (
-	updateTaskSQL = bindNames(updateTaskTemplate, "user_id", "id", "if_match",
-		"set_title", "title", "set_description", "description", "toggle", "set_completed", "completed",
-		"set_priority", "priority", "set_tags", "tags", "set_due_date", "due_date", "now")
-	deleteTaskSQL = bindNames(`DELETE FROM tasks WHERE user_id = @user_id AND id = @id AND `+ifMatches,
+	lockTaskSQL     = `SELECT FROM tasks WHERE user_id = $1 AND id = $2 FOR UPDATE`
+	updateTaskSQL   = bindNames(updateTaskTemplate, updateParams...)
+	completeTaskSQL = bindNames(completeTaskTemplate, updateParams...)
+	deleteTaskSQL   = bindNames(`WITH t AS (
+		DELETE FROM tasks WHERE user_id = @user_id AND id = @id AND `+ifMatches+` RETURNING id, completed),
+	counted AS (UPDATE task_counts SET total = total - 1, completed = task_counts.completed - t.completed::int
+		FROM t WHERE task_counts.user_id = @user_id AND slot = t.`+taskSlot+`)
+	SELECT count(*) FROM t`,
 		"user_id", "id", "if_match")
 )
+
+// lockedWrite sends, in one round trip, a transaction that locks the user's task and then
+// runs sql, whose result read reads. The transaction is explicit (BEGIN … COMMIT in the
+// batch) rather than the implicit one of a pipeline: Citus holds a worker's row lock
+// across statements only inside a transaction block, and without one the lock would end
+// with its own statement. A statement that fails leaves the connection in a failed
+// transaction, which the pool then closes rather than reuses.
+func (st *Store) lockedWrite(ctx context.Context, userID, id int64, sql string, args []any, read func(pgx.Rows) error) error {
+	var batch pgx.Batch
+	batch.Queue("BEGIN")
+	batch.Queue(lockTaskSQL, userID, id)
+	batch.Queue(sql, args...).Query(read)
+	batch.Queue("COMMIT")
+	return st.pool.SendBatch(ctx, &batch).Close()
+}
 
 // UpdateTask applies c to the user's task. ifMatch holds the acceptable versions (nil:
 // any). not_found when the task is missing or another user's; precondition_failed when
@@ -681,9 +746,28 @@ var (
 func (st *Store) UpdateTask(ctx context.Context, userID, id int64, c taskChange, ifMatch []int64) (Task, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	t, err := collectTask(st.pool.Query(ctx, updateTaskSQL, userID, id, ifMatch,
+	args := []any{userID, id, ifMatch,
 		c.SetTitle, c.Title, c.SetDescription, c.Description, c.Toggle, c.SetCompleted, c.Completed,
-		c.SetPriority, c.Priority, c.SetTags, c.Tags, c.SetDueDate, c.DueDate, time.Now()))
+		c.SetPriority, c.Priority, c.SetTags, c.Tags, c.SetDueDate, c.DueDate, time.Now()}
+	var (
+		t   Task
+		err error
+	)
+	if c.Toggle || c.SetCompleted {
+		var found error
+		err = st.lockedWrite(ctx, userID, id, completeTaskSQL, args, func(rows pgx.Rows) error {
+			t, found = collectTask(rows, nil)
+			if errors.Is(found, pgx.ErrNoRows) {
+				return nil // told apart below, once the transaction is over
+			}
+			return found
+		})
+		if err == nil {
+			err = found
+		}
+	} else {
+		t, err = collectTask(st.pool.Query(ctx, updateTaskSQL, args...))
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Task{}, st.missOrStale(ctx, userID, id, ifMatch)
 	} else if err != nil {
@@ -711,15 +795,22 @@ func (st *Store) missOrStale(ctx context.Context, userID, id int64, ifMatch []in
 	return st.miss(ctx, notFound("task"))
 }
 
-// DeleteTask deletes the user's task under the same rules as UpdateTask.
+// DeleteTask deletes the user's task under the same rules as UpdateTask, locking it first
+// for the same reason: a DELETE that waited on a concurrent write answers RETURNING from
+// the row as its snapshot saw it, and the counters would miss a completion made meanwhile.
 func (st *Store) DeleteTask(ctx context.Context, userID, id int64, ifMatch []int64) error {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	tag, err := st.pool.Exec(ctx, deleteTaskSQL, userID, id, ifMatch)
+	var deleted int64
+	err := st.lockedWrite(ctx, userID, id, deleteTaskSQL, []any{userID, id, ifMatch}, func(rows pgx.Rows) error {
+		var err error
+		deleted, err = pgx.CollectExactlyOneRow(rows, pgx.RowTo[int64])
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("delete task %d: %w", id, err)
 	}
-	if tag.RowsAffected() == 0 {
+	if deleted == 0 {
 		return st.missOrStale(ctx, userID, id, ifMatch)
 	}
 	return nil
@@ -742,8 +833,9 @@ func (b *sqlArgs) arg(v any) string {
 // where writes the WHERE of every list and bulk statement: always the caller's own tasks,
 // then only the filters that are set, so that the planner sees the exact shape (an unset
 // filter costs nothing per row).
-func (b *sqlArgs) where(userID int64, f taskFilter) {
-	b.add(" WHERE user_id = " + b.arg(userID))
+func (b *sqlArgs) where(userID int64, f taskFilter) (user string) {
+	user = b.arg(userID)
+	b.add(" WHERE user_id = " + user)
 	if f.Completed != nil {
 		b.add(" AND completed = " + b.arg(*f.Completed))
 	}
@@ -763,6 +855,7 @@ func (b *sqlArgs) where(userID int64, f taskFilter) {
 	if f.DueAfter != nil {
 		b.add(" AND due_date >= " + b.arg(*f.DueAfter))
 	}
+	return user
 }
 
 // sortColumns gives, per sort key, the ordered expression (the one its index holds) for
@@ -829,8 +922,7 @@ func (st *Store) ListTasks(ctx context.Context, userID int64, q listQuery) ([]Ta
 		tasks, err = pgx.CollectRows(rows, scanTask)
 		return err
 	})
-	count.add("SELECT count(*) FROM tasks")
-	count.where(userID, q.taskFilter)
+	countSQL(&count, userID, q.taskFilter)
 	batch.Queue(count.sql.String(), count.args...).QueryRow(func(row pgx.Row) error { return row.Scan(&total) })
 	if err := st.pool.SendBatch(ctx, &batch).Close(); err != nil {
 		return nil, 0, fmt.Errorf("list tasks: %w", err)
@@ -843,44 +935,89 @@ func (st *Store) ListTasks(ctx context.Context, userID int64, q listQuery) ([]Ta
 	return tasks, total, nil
 }
 
+// countSQL is the statement of a list's total: the user's counters when the filter is
+// one they answer (none, or completion alone), which costs the same for 100 tasks or
+// 100,000; otherwise a count of the matching tasks.
+func countSQL(b *sqlArgs, userID int64, f taskFilter) {
+	if f.Q != nil || f.Priority != nil || f.Tag != nil || f.DueBefore != nil || f.DueAfter != nil {
+		b.add("SELECT count(*) FROM tasks")
+		b.where(userID, f)
+		return
+	}
+	col := "total"
+	if f.Completed != nil {
+		col = "total - completed"
+		if *f.Completed {
+			col = "completed"
+		}
+	}
+	b.add("SELECT coalesce(sum(" + col + "), 0)::bigint FROM task_counts WHERE user_id = " + b.arg(userID))
+}
+
 // DeleteCompletedTasks deletes the user's completed tasks that match f, and counts them.
 func (st *Store) DeleteCompletedTasks(ctx context.Context, userID int64, f taskFilter) (int64, error) {
-	ctx, cancel := st.timeout(ctx)
-	defer cancel()
-	b := sqlArgs{}
-	b.add("DELETE FROM tasks")
-	b.where(userID, f)
-	b.add(" AND completed")
-	tag, err := st.pool.Exec(ctx, b.sql.String(), b.args...)
-	if err != nil {
-		return 0, fmt.Errorf("delete completed tasks: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return 0, st.miss(ctx, nil)
-	}
-	return tag.RowsAffected(), nil
+	var b sqlArgs
+	b.add("WITH t AS (DELETE FROM tasks")
+	user := lockMatching(&b, userID, f, "completed")
+	b.add(" RETURNING id), " + countBulk(user, "total = total - n, completed = completed - n"))
+	return st.bulkWrite(ctx, "delete completed tasks", b)
 }
 
 // SetTasksCompleted sets completed on every task of the user matching f, and counts the
 // tasks whose state changed.
 func (st *Store) SetTasksCompleted(ctx context.Context, userID int64, f taskFilter, completed bool) (int64, error) {
-	ctx, cancel := st.timeout(ctx)
-	defer cancel()
-	b := sqlArgs{}
+	var b sqlArgs
 	done := b.arg(completed) + "::boolean"
 	now := b.arg(time.Now()) + "::timestamptz" // not now(): see insertTaskSQL
-	b.add("UPDATE tasks SET completed = " + done + ", completed_at = CASE WHEN " + done + " THEN " + now + " END, " +
+	b.add("WITH t AS (UPDATE tasks SET completed = " + done + ", completed_at = CASE WHEN " + done + " THEN " + now + " END, " +
 		"updated_at = " + now + ", version = version + 1")
-	b.where(userID, f)
-	b.add(" AND completed <> " + done)
-	tag, err := st.pool.Exec(ctx, b.sql.String(), b.args...)
-	if err != nil {
-		return 0, fmt.Errorf("set tasks completed: %w", err)
+	user := lockMatching(&b, userID, f, "completed <> "+done)
+	b.add(" RETURNING id), " + countBulk(user, "completed = completed + CASE WHEN "+done+" THEN n ELSE -n END"))
+	return st.bulkWrite(ctx, "set tasks completed", b)
+}
+
+// Lock order. Two bulk writes of one user would deadlock if each locked its rows in the
+// order its plan happens to visit them (a priority filter and a completed filter scan
+// different indexes; a hash aggregate returns slots in any order). So every write locks
+// the tasks it changes before any counter row, bulk writes lock tasks by ascending id and
+// counter rows by ascending slot, and a single-task write locks its one task, then its one
+// counter row. In that one order no two writes can wait on each other.
+
+// lockMatching ends a bulk write's UPDATE or DELETE of tasks with the condition that picks
+// the user's tasks matching f and cond, locked in id order by a subquery: the statement
+// then changes only rows that the subquery has already locked. It returns the user's
+// placeholder.
+func lockMatching(b *sqlArgs, userID int64, f taskFilter, cond string) (user string) {
+	b.add(" WHERE id IN (SELECT id FROM tasks")
+	user = b.where(userID, f)
+	b.add(" AND " + cond + " ORDER BY id FOR UPDATE) AND user_id = " + user)
+	return user
+}
+
+// countBulk ends a bulk write whose WITH t holds the id of each task changed: each of the
+// user's counter rows moves by n, the number of them in its slot (set by the caller's
+// assignment), and the statement answers how many changed. The counter rows are locked in
+// slot order by the subquery before the UPDATE reaches them. user is the user's
+// placeholder.
+func countBulk(user, set string) string {
+	return "counted AS (UPDATE task_counts SET " + set + " FROM (SELECT c.slot AS changed_slot, g.n FROM task_counts c" +
+		" JOIN (SELECT " + taskSlot + " AS slot, count(*) AS n FROM t GROUP BY 1) AS g ON g.slot = c.slot" +
+		" WHERE c.user_id = " + user + " ORDER BY c.slot FOR UPDATE OF c) AS changed" +
+		" WHERE user_id = " + user + " AND slot = changed_slot) SELECT count(*) FROM t"
+}
+
+// bulkWrite runs a statement built by DeleteCompletedTasks or SetTasksCompleted.
+func (st *Store) bulkWrite(ctx context.Context, op string, b sqlArgs) (int64, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	var n int64
+	if err := st.pool.QueryRow(ctx, b.sql.String(), b.args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
 	}
-	if tag.RowsAffected() == 0 {
+	if n == 0 {
 		return 0, st.miss(ctx, nil)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }
 
 // taskStats is the answer of GET /api/v1/tasks/stats.
@@ -891,15 +1028,22 @@ type taskStats struct {
 	Overdue   int64 `json:"overdue"`
 }
 
-// TaskStats counts the user's tasks; overdue means not completed and due before now.
+// TaskStats answers the user's totals from their counters, and counts the overdue tasks
+// (not completed, due before now) from the index that holds only open tasks with a due
+// date; both in one round trip.
 func (st *Store) TaskStats(ctx context.Context, userID int64) (taskStats, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	var s taskStats
-	err := st.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE completed),
-			count(*) FILTER (WHERE NOT completed AND due_date < now())
-		FROM tasks WHERE user_id = $1`, userID).Scan(&s.Total, &s.Completed, &s.Overdue)
-	if err != nil {
+	var (
+		s     taskStats
+		batch pgx.Batch
+	)
+	batch.Queue(`SELECT coalesce(sum(total), 0)::bigint, coalesce(sum(completed), 0)::bigint FROM task_counts
+		WHERE user_id = $1`,
+		userID).QueryRow(func(row pgx.Row) error { return row.Scan(&s.Total, &s.Completed) })
+	batch.Queue(`SELECT count(*) FROM tasks WHERE user_id = $1 AND NOT completed AND due_date IS NOT NULL
+		AND due_date < $2`, userID, time.Now()).QueryRow(func(row pgx.Row) error { return row.Scan(&s.Overdue) })
+	if err := st.pool.SendBatch(ctx, &batch).Close(); err != nil {
 		return taskStats{}, fmt.Errorf("task stats: %w", err)
 	}
 	if s.Total == 0 {

@@ -17,7 +17,7 @@
 \timing off
 
 BEGIN;
-TRUNCATE users, tasks, refresh_tokens, idempotency_keys;
+TRUNCATE users, tasks, task_counts, refresh_tokens, idempotency_keys;
 
 INSERT INTO users (id, email, name, password_hash)
 SELECT g, 'user' || g || '@bench.example', 'Bench user ' || g, :'hash'
@@ -58,6 +58,8 @@ SELECT CASE WHEN g <= :regular THEN 2 + (g - 1) % :task_users ELSE 1 END,
 FROM generate_series(1, :total) AS g,
      LATERAL (SELECT now() - (:total - g) * interval '1 second' AS ts) AS t;
 SELECT setval(pg_get_serial_sequence('tasks', 'id'), :total) \gset
+INSERT INTO task_counts (user_id, slot, total, completed)
+SELECT user_id, id % 8, count(*), count(*) FILTER (WHERE completed) FROM tasks GROUP BY 1, 2;
 
 SET LOCAL maintenance_work_mem = '256MB';
 DO $$
@@ -75,3 +77,4 @@ COMMIT;
 -- settled table.
 VACUUM (ANALYZE) users;
 VACUUM (ANALYZE) tasks;
+VACUUM (ANALYZE) task_counts;

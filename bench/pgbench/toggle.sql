@@ -1,11 +1,16 @@
 -- The ceiling of PATCH /api/v1/tasks/{id}/complete with no body: the service's
--- updateTaskSQL with toggle set and every other change unset.
+-- BEGIN, lockTaskSQL, completeTaskSQL and COMMIT in one pipeline, as UpdateTask sends
+-- them (lockedWrite), with toggle set and every other change unset.
 -- NULL parameters are NULLIF(:nul, 'NULL'), see create.sql. The title, bound but unused
 -- since set_title is false, is '' in the service; pgbench cannot bind an empty string.
 \set u random(2, 1 + :nusers)
 \set tid (:u - 1) + random(0, :tasks_per_user - 1) * :task_users
 \set prio 0
-UPDATE tasks SET
+\startpipeline
+BEGIN;
+SELECT FROM tasks WHERE user_id = :u AND id = :tid FOR UPDATE;
+WITH prior AS (SELECT completed AS was_completed FROM tasks WHERE user_id = :u AND id = :tid),
+t AS (UPDATE tasks SET
 	title = CASE WHEN :f THEN :title::text ELSE title END,
 	description = CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text ELSE description END,
 	completed = CASE WHEN :t THEN NOT completed WHEN :f THEN :f::boolean ELSE completed END,
@@ -20,4 +25,11 @@ UPDATE tasks SET
 		(title, description, completed, priority, tags, due_date) THEN 1 ELSE 0 END
 	WHERE user_id = :u AND id = :tid AND (NULLIF(:nul, 'NULL')::bigint[] IS NULL OR version = ANY (NULLIF(:nul, 'NULL')::bigint[]))
 	RETURNING id, user_id, title, description, completed, priority, tags, due_date,
-	created_at, updated_at, completed_at, version;
+	created_at, updated_at, completed_at, version),
+counted AS (UPDATE task_counts SET completed = task_counts.completed + CASE WHEN t.completed THEN 1 ELSE -1 END
+	FROM t, prior WHERE task_counts.user_id = :u AND slot = t.id % 8 AND t.completed <> prior.was_completed)
+SELECT id, user_id, title, description, completed, priority, tags, due_date,
+	created_at, updated_at, completed_at, version FROM t;
+COMMIT;
+\endpipeline
+
