@@ -109,9 +109,12 @@ stmt_calls() {
 
 SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
 # Metrics on, as by default, on a free loopback port so that a busy :9464 cannot stop
-# the run; METRICS_ADDR= (empty) measures the service without them.
+# the run; METRICS_ADDR= (empty) measures the service without them. Every login of the
+# load generator comes from one address, and a login takes its attempt from the failed-
+# login budget while its hash runs: the login scenario measures hashing, not that limit,
+# so the limit is out of its way.
 start_server() {
-  METRICS_ADDR=${METRICS_ADDR-127.0.0.1:0} \
+  METRICS_ADDR=${METRICS_ADDR-127.0.0.1:0} LOGIN_RATE_LIMIT=1000000 \
   DATABASE_URL="postgres://postgres@/bench?host=$PGDIR" PORT=$PORT JWT_SECRET_KEY=$SECRET \
     LOG_LEVEL=${BENCH_LOG_LEVEL:-info} JWT_ACCESS_TTL=12h APP_ENV=production \
     ${BENCH_CORES_SERVICE:+taskset -c "$BENCH_CORES_SERVICE"} "$WORK/todo" >>"$OUT/server.log" 2>&1 &
