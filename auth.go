@@ -217,15 +217,6 @@ func (a *Authenticator) issueAccessToken(u User) (string, error) {
 	return s, nil
 }
 
-// tokenError maps a verification failure to the contract's code: token_expired for an
-// expired token, invalid_token for everything else (signature, alg, iss, aud, nbf, form).
-func tokenError(err error) error {
-	if errors.Is(err, jwt.ErrTokenExpired) {
-		return &apiError{Status: errTokenExpired.Status, Code: errTokenExpired.Code, Detail: errTokenExpired.Detail, Err: err}
-	}
-	return &apiError{Status: errInvalidToken.Status, Code: errInvalidToken.Code, Detail: errInvalidToken.Detail, Err: err}
-}
-
 // principal is the authenticated caller: the local user row and the token's subject
 // (the id a section 6 path must name).
 type principal struct {
@@ -292,7 +283,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (princip
 	}
 	pk, ok := peekToken(token)
 	if !ok {
-		return principal{}, tokenError(errors.New("malformed token"))
+		return principal{}, tokenError(errMalformedToken)
 	}
 	if strings.HasPrefix(pk.Alg, "HS") && pk.Iss == a.cfg.JWTIssuer {
 		return a.authenticateLocal(token)
@@ -300,7 +291,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (princip
 	if a.ba != nil {
 		return a.ba.authenticate(ctx, a.st, token, pk)
 	}
-	return principal{}, tokenError(errors.New("token not issued by this service"))
+	return principal{}, tokenError(errNotIssuedHere, expectation{iss: a.cfg.JWTIssuer})
 }
 
 func (a *Authenticator) authenticateLocal(token string) (principal, error) {
@@ -308,10 +299,10 @@ func (a *Authenticator) authenticateLocal(token string) (principal, error) {
 	if _, err := a.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) {
 		return a.cfg.JWTSecret, nil
 	}); err != nil {
-		return principal{}, tokenError(err)
+		return principal{}, tokenError(err, expectation{a.cfg.JWTIssuer, a.cfg.JWTAudience})
 	}
 	if c.UserID <= 0 || c.Subject != strconv.FormatInt(c.UserID, 10) {
-		return principal{}, tokenError(errors.New("sub and user_id disagree"))
+		return principal{}, tokenError(errClaimsDisagree)
 	}
 	// Whether the user still exists is asked by the request's first statement (see
 	// userCheck), not here: one round trip fewer per request.
@@ -394,6 +385,7 @@ func (s *Server) authed(h handlerFunc) http.Handler {
 		}
 		p, err := s.auth.Authenticate(r.Context(), token)
 		if err != nil {
+			requestInfoFrom(r.Context()).presented = presentedClaims(token)
 			return err
 		}
 		requestInfoFrom(r.Context()).userID = p.UserID
@@ -427,7 +419,7 @@ func parseRefreshToken(token string) (int64, []byte, error) {
 	idPart, secret, ok := strings.Cut(token, ".")
 	id, err := strconv.ParseInt(idPart, 10, 64)
 	if !ok || err != nil || id <= 0 || len(secret) != 43 {
-		return 0, nil, errInvalidToken
+		return 0, nil, refreshTokenRefused
 	}
 	sum := sha256.Sum256([]byte(token))
 	return id, sum[:], nil

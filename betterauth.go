@@ -112,6 +112,7 @@ func (ba *betterAuth) authenticate(ctx context.Context, st *Store, token string,
 	var (
 		c      baClaims
 		issuer string
+		want   expectation
 		err    error
 	)
 	switch {
@@ -127,6 +128,7 @@ func (ba *betterAuth) authenticate(ctx context.Context, st *Store, token string,
 		_, err = jwt.NewParser(opts...).ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return ba.secret, nil })
 		// One Better Auth server seen both ways maps each user to one row.
 		issuer = orDefault(c.Issuer, orDefault(ba.issuer, "better-auth"))
+		want = expectation{ba.secretIssuer, ba.secretAudience}
 	case ba.jwksURL != "":
 		opts := []jwt.ParserOption{jwt.WithValidMethods(asymmetricAlgs), jwt.WithExpirationRequired(),
 			jwt.WithLeeway(ba.leeway), jwt.WithIssuer(ba.issuer), jwt.WithAudience(ba.audience), jwt.WithJSONNumber()}
@@ -134,15 +136,17 @@ func (ba *betterAuth) authenticate(ctx context.Context, st *Store, token string,
 			return ba.keyFor(ctx, t)
 		})
 		issuer = ba.issuer
+		want = expectation{ba.issuer, ba.audience}
 	default:
-		return principal{}, tokenError(errors.New("no verifier for this token"))
+		// HS256 without BETTER_AUTH_SECRET, or an asymmetric token without a key set.
+		return principal{}, tokenError(errAlgorithm)
 	}
 	if err != nil {
-		return principal{}, tokenError(err)
+		return principal{}, tokenError(err, want)
 	}
 	sub := c.subject()
 	if sub == "" || len(sub) > 255 || !utf8.ValidString(sub) || strings.ContainsRune(sub, 0) {
-		return principal{}, tokenError(errors.New("token names no usable subject"))
+		return principal{}, tokenError(fmt.Errorf("%w: no usable subject", errClaimsDisagree))
 	}
 	id, err := st.UpsertExternalUser(ctx, issuer, sub, claimText(c.Email, 254), claimText(c.Name, 100))
 	if err != nil {
@@ -177,14 +181,14 @@ func claimText(claim any, maxRunes int) *string {
 func (ba *betterAuth) keyFor(ctx context.Context, t *jwt.Token) (any, error) {
 	kid, _ := t.Header["kid"].(string)
 	if kid == "" {
-		return nil, errors.New("token has no kid")
+		return nil, fmt.Errorf("%w: the token names none", errUnknownKid)
 	}
 	k, ok := ba.lookup(ctx, kid)
 	if !ok {
-		return nil, fmt.Errorf("no key with kid %q", kid)
+		return nil, errUnknownKid
 	}
 	if alg := t.Method.Alg(); !k.allows(alg) {
-		return nil, fmt.Errorf("key %q does not allow %s", kid, alg)
+		return nil, fmt.Errorf("%w: key %q does not allow %s", errAlgorithm, kid, alg)
 	}
 	return k.key, nil
 }

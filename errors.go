@@ -21,7 +21,8 @@ type apiError struct {
 	Detail     string
 	Fields     []fieldError
 	Err        error
-	RetryAfter int // seconds, for 429
+	RetryAfter int    // seconds, for 429
+	reason     string // a refused token's failed check, for the log (rejections.go)
 }
 
 func (e *apiError) Error() string {
@@ -169,7 +170,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		if ae.Code == "not_authenticated" {
 			h.Set("WWW-Authenticate", `Bearer`)
 		} else if ae.Code != "invalid_credentials" {
-			h.Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			h.Set("WWW-Authenticate", bearerChallenge(ae.Code, ae.Detail))
+		}
+		if ae.reason != "" {
+			s.rejections.write(r, r.Pattern, ae.reason, info.presented)
 		}
 	case http.StatusTooManyRequests:
 		h.Set("Retry-After", strconv.Itoa(max(1, ae.RetryAfter)))

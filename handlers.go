@@ -31,11 +31,14 @@ type Server struct {
 	handler http.Handler
 	routed  []string // every pattern registered, in order (see route)
 	metrics *metrics // served on METRICS_ADDR; nil records nothing
+	// rejections logs refused tokens, at most a line per reason per second.
+	rejections *rejectionLog
 }
 
 // NewServer wires the routes and middleware around the given dependencies.
 func NewServer(log *slog.Logger, cfg Config, st *Store, auth *Authenticator) *Server {
-	s := &Server{log: log, cfg: cfg, st: st, auth: auth, limits: newRateLimits(cfg, st)}
+	s := &Server{log: log, cfg: cfg, st: st, auth: auth, limits: newRateLimits(cfg, st),
+		rejections: newRejectionLog(log)}
 	mux := http.NewServeMux()
 	s.routes(mux)
 	s.metrics = newMetrics(s)
@@ -103,8 +106,9 @@ func (s *Server) handle(h handlerFunc) http.Handler {
 // requestInfo travels in the context so that the access log, written after the handler,
 // can name the user that authentication found deeper down.
 type requestInfo struct {
-	id     string
-	userID int64
+	id        string
+	userID    int64
+	presented presented // what a refused bearer token claimed, for the log
 }
 
 type requestInfoKey struct{}

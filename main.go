@@ -337,6 +337,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
+	logBetterAuthSetup(log, cfg)
 	srv := NewServer(log, cfg, st, auth)
 
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))

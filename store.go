@@ -128,7 +128,7 @@ func (uc *userCheck) settle(row pgx.Row) error {
 		return fmt.Errorf("check user %d: %w", uc.id, err)
 	}
 	if !ok {
-		return tokenError(errors.New("user no longer exists"))
+		return tokenError(errUserGone)
 	}
 	uc.done = true
 	return nil
@@ -480,9 +480,9 @@ func (st *Store) RotateRefreshToken(ctx context.Context, userID int64, oldHash [
 		return User{}, err
 	case reused:
 		return User{}, &apiError{Status: errInvalidToken.Status, Code: errInvalidToken.Code,
-			Detail: "The refresh token was already used; every token of this login is revoked."}
+			Detail: "The refresh token was already used; every token of this login is revoked.", reason: "refresh_token_reused"}
 	case !rotated:
-		return User{}, errInvalidToken
+		return User{}, refreshTokenRefused
 	}
 	return u, nil
 }
@@ -499,7 +499,7 @@ func (st *Store) RevokeRefreshToken(ctx context.Context, userID int64, hash []by
 		return fmt.Errorf("revoke refresh token: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
-		return errInvalidToken
+		return refreshTokenRefused
 	}
 	return nil
 }
