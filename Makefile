@@ -1,10 +1,13 @@
-.PHONY: run test bench bench-quick bench-metrics db-stop build fuzz
+.PHONY: run test test-citus bench bench-quick bench-metrics db-stop build fuzz
 
 run: ## start PostgreSQL if needed and the server on :8080
 	./scripts/run.sh
 
 test: ## static checks, static build, all tests against a throwaway PostgreSQL
 	./scripts/test.sh
+
+test-citus: ## the whole suite on a throwaway 3-node Citus cluster (Citus installed by hand: README)
+	./scripts/test-citus.sh
 
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/todo .

@@ -29,9 +29,14 @@ func TestCitusModeIsOn(t *testing.T) {
 // shard.
 func TestCitusTablesAreDistributed(t *testing.T) {
 	t.Parallel()
-	env := newTestEnv(t)
+	checkDistributed(t, newTestEnv(t).st)
+}
+
+// checkDistributed fails t unless st's tables are held by Citus as the service wants.
+func checkDistributed(t *testing.T, st *Store) {
+	t.Helper()
 	ctx := context.Background()
-	rows, err := env.st.pool.Query(ctx, `SELECT c.relname, coalesce(p.partmethod::text, ''),
+	rows, err := st.pool.Query(ctx, `SELECT c.relname, coalesce(p.partmethod::text, ''),
 			coalesce(column_to_column_name(p.logicalrelid, p.partkey), ''), coalesce(p.colocationid, 0)
 		FROM pg_class c
 		JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()

@@ -70,7 +70,7 @@ url() {
 stop() {
   local node
   for node in "${NODES[@]}"; do
-    [ -d "$DIR/$node" ] && pg_stop "$DIR/$node"
+    if [ -d "$DIR/$node" ]; then pg_stop "$DIR/$node"; fi
   done
   rm -rf "$DIR"
 }

@@ -19,17 +19,7 @@ staticcheck -tags citus ./...
 echo "== static build"
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$(mktemp -d)/todo" .
 
-echo "== Better Auth fixture (npm ci)"
-(cd testdata/betterauth && npm ci --no-audit --no-fund --loglevel=error)
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then echo "== Chromium, for the reference page test (apt-get)"; DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
-if ! command -v prometheus >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
-  echo "== Prometheus, for the metrics test (apt-get)"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  # The package starts its own daemon (on :9090) where an init system lets it; the test
-  # runs a Prometheus of its own on a free port and needs none.
-  if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1 || true
-  elif [ -x /etc/init.d/prometheus ]; then /etc/init.d/prometheus stop >/dev/null 2>&1 || true; fi
-fi
+. scripts/prereqs.sh
 
 if [ -z "${TEST_DATABASE_URL:-}" ]; then
   PGDIR=$(mktemp -d /tmp/todo-pg.XXXXXX)
