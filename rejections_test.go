@@ -179,26 +179,25 @@ func TestRefusalLogIsRateLimited(t *testing.T) {
 // unknown key id and an expired token say so too.
 func TestBetterAuthRefusalsSayWhy(t *testing.T) {
 	t.Parallel()
-	ba := startBetterAuth(t, baServerOptions{issuer: "todo-app", audience: "todo-app-api", expiration: "2s"})
-	user := ba.signUp(t, "mismatch@example.com", "Mis Match")
+	ba := startBetterAuth(t, baServerOptions{issuer: "todo-app", audience: "todo-app-api", expiration: "4s"})
 	jwks := ba.URL + "/api/auth/jwks"
-
 	plain := newTestEnv(t, baEnvOption(ba.URL, jwks))
+	issuerOnly := newTestEnv(t, baEnvOption(ba.URL, jwks), func(c *Config) { c.BetterAuthIssuer = "todo-app" })
+	both := newTestEnv(t, baEnvOption(ba.URL, jwks), func(c *Config) {
+		c.BetterAuthIssuer, c.BetterAuthAudience = "todo-app", "todo-app-api"
+		c.JWTLeeway = 0 // so that the 4 s token expires in 4 s
+	})
+	// The token lives 4 s from here: the services are ready before it is made.
+	user := ba.signUp(t, "mismatch@example.com", "Mis Match")
+
 	checkRefusal(t, plain.do("GET", "/api/v1/tasks", "", user.Token), user.Token, "invalid_token",
 		"issuer is not accepted; expected "+ba.URL)
 	l := refusedLines(t, plain.logs.String())
 	if len(l) != 1 || l[0].Reason != "issuer" || l[0].Iss != "todo-app" || l[0].Aud != "todo-app-api" || l[0].Kid == "" {
 		t.Fatalf("log %+v, want the issuer refusal with the token's kid, iss and aud", l)
 	}
-
-	issuerOnly := newTestEnv(t, baEnvOption(ba.URL, jwks), func(c *Config) { c.BetterAuthIssuer = "todo-app" })
 	checkRefusal(t, issuerOnly.do("GET", "/api/v1/tasks", "", user.Token), user.Token, "invalid_token",
 		"audience is not accepted; expected "+ba.URL)
-
-	both := newTestEnv(t, baEnvOption(ba.URL, jwks), func(c *Config) {
-		c.BetterAuthIssuer, c.BetterAuthAudience = "todo-app", "todo-app-api"
-		c.JWTLeeway = 0 // so that the 2 s token expires in 2 s
-	})
 	both.do("GET", "/api/v1/tasks", "", user.Token).want(200, "")
 
 	otherKey := newBAKey(t, "EdDSA")
@@ -206,7 +205,7 @@ func TestBetterAuthRefusalsSayWhy(t *testing.T) {
 	checkRefusal(t, both.do("GET", "/api/v1/tasks", "", otherKey.sign(t, claims)), "", "invalid_token",
 		"key id (kid) is not in the key set")
 
-	baEventually(t, "the 2 s token expires", func() bool {
+	baEventually(t, "the 4 s token expires", func() bool {
 		return both.do("GET", "/api/v1/tasks", "", user.Token).Code == 401
 	})
 	checkRefusal(t, both.do("GET", "/api/v1/tasks", "", user.Token), user.Token, "token_expired", "expired")
