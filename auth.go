@@ -433,6 +433,7 @@ func parseRefreshToken(token string) (int64, []byte, error) {
 type rateLimits struct {
 	loginFailures *limiter
 	registers     *limiter
+	toolCalls     *limiter // MCP tool calls per user
 	trusted       []netip.Prefix
 	ipv6Bits      int // an IPv6 client counts as its prefix of this length
 }
@@ -443,6 +444,8 @@ func newRateLimits(cfg Config, st *Store) *rateLimits {
 			perSec: float64(cfg.LoginFailuresPerMinute) / 60},
 		registers: &limiter{st: st, name: "register", burst: float64(cfg.RegistersPerMinute),
 			perSec: float64(cfg.RegistersPerMinute) / 60},
+		toolCalls: &limiter{st: st, name: "mcp", burst: float64(cfg.ToolCallsPerMinute),
+			perSec: float64(cfg.ToolCallsPerMinute) / 60},
 		trusted:  cfg.TrustedProxies,
 		ipv6Bits: cfg.RateLimitIPv6Prefix,
 	}

@@ -385,6 +385,9 @@ func TestOpenAPIAnswersMatchTheDocument(t *testing.T) {
 	big := `{"title":"` + strings.Repeat("a", int(env.cfg.MaxBodyBytes)) + `"}`
 	wrongTypes := `{"title":5,"completed":"x","email":5,"password":5,"refresh_token":5,"name":5,"current_password":5,"new_password":5}`
 	for _, o := range doc.operations(t) {
+		if o.jsonRPC() {
+			continue // below
+		}
 		valid := map[string]string{"id": id, "user_id": me}
 		hasBody := o.Method == "POST" || o.Method == "PUT" || o.Method == "PATCH"
 		example := ""
@@ -433,6 +436,17 @@ func TestOpenAPIAnswersMatchTheDocument(t *testing.T) {
 	}
 	send(oaReq{method: "PATCH", target: "/api/v1/tasks?priority=urgent", token: token, body: `{"completed":true}`, want: 400})
 
+	// The MCP endpoint: JSON-RPC inside, the HTTP errors of every route outside.
+	rpcHeaders := header{"Accept": "application/json, text/event-stream"}
+	send(oaReq{method: "POST", target: "/mcp", want: 401, headers: rpcHeaders, body: `{"jsonrpc":"2.0","id":1,"method":"ping"}`})
+	send(oaReq{method: "POST", target: "/mcp", token: token, want: 200, headers: rpcHeaders, body: `{"jsonrpc":"2.0","id":1,"method":"ping"}`})
+	send(oaReq{method: "POST", target: "/mcp", token: token, want: 202, headers: rpcHeaders, body: `{"jsonrpc":"2.0","method":"notifications/initialized"}`})
+	send(oaReq{method: "POST", target: "/mcp", token: token, want: 400, headers: rpcHeaders, body: `{"jsonrpc":`})
+	send(oaReq{method: "POST", target: "/mcp", token: token, want: 413, headers: rpcHeaders, body: big})
+	send(oaReq{method: "POST", target: "/mcp", token: token, want: 415, headers: header{"Content-Type": "text/plain"}, body: `{}`})
+	send(oaReq{method: "GET", target: "/.well-known/oauth-protected-resource", want: 200})
+	send(oaReq{method: "GET", target: "/.well-known/oauth-protected-resource/mcp", want: 200})
+
 	// The bulk routes last: they change every matching task.
 	send(oaReq{method: "PATCH", target: "/api/v1/tasks?tag=docs", token: token, want: 200, body: `{"completed":true}`})
 	send(oaReq{method: "DELETE", target: "/api/v1/tasks?completed=true&tag=docs", token: token, want: 200})
@@ -452,6 +466,11 @@ func TestOpenAPIAnswersMatchTheDocument(t *testing.T) {
 		body: `{"current_password":"wrong horse","new_password":"another good password"}`})
 	c.send(limited, oaReq{method: "POST", target: "/api/v1/auth/login", want: 429,
 		body: `{"email":"limited@example.com","password":"wrong horse"}`})
+	mcpLimited := newTestEnv(t, func(c *Config) { c.ToolCallsPerMinute = 1 })
+	mcpToken, _ := mcpLimited.registerUser("mcp-limited@example.com")
+	stats := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"task_stats","arguments":{}}}`
+	c.send(mcpLimited, oaReq{method: "POST", target: "/mcp", token: mcpToken, want: 200, body: stats})
+	c.send(mcpLimited, oaReq{method: "POST", target: "/mcp", token: mcpToken, want: 429, body: stats})
 
 	// The database out of reach.
 	proxy, proxied := newDBProxy(t, newTestDatabase(t))

@@ -172,6 +172,13 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		} else if ae.Code != "invalid_credentials" {
 			h.Set("WWW-Authenticate", bearerChallenge(ae.Code, ae.Detail))
 		}
+		if info.resourceMetadata != "" && ae.Code != "invalid_credentials" {
+			sep := ", " // after the challenge's other parameters; a bare scheme takes a space
+			if h.Get("WWW-Authenticate") == "Bearer" {
+				sep = " "
+			}
+			h.Set("WWW-Authenticate", h.Get("WWW-Authenticate")+sep+`resource_metadata="`+info.resourceMetadata+`"`)
+		}
 		if ae.reason != "" {
 			s.rejections.write(r, r.Pattern, ae.reason, info.presented)
 		}

@@ -79,6 +79,12 @@ func (s *Server) routes(mux *http.ServeMux) {
 	s.route(mux, "DELETE /api/{user_id}/tasks/{id}", s.authed(s.handleTaskDelete))
 	s.route(mux, "PATCH /api/{user_id}/tasks/{id}/complete", s.authed(s.handleTaskComplete))
 
+	// Section 11: the MCP endpoint and the document that tells its clients where tokens
+	// come from.
+	s.route(mux, "POST /mcp", s.mcpResource(s.authed(s.handleMCP)))
+	s.route(mux, "GET /.well-known/oauth-protected-resource", s.handle(s.handleProtectedResource))
+	s.route(mux, "GET /.well-known/oauth-protected-resource/mcp", s.handle(s.handleProtectedResource))
+
 	s.route(mux, "GET /healthz", s.handle(s.handleHealth))
 	s.route(mux, "GET /readyz", s.handle(s.handleReady))
 	s.docRoutes(mux)
@@ -109,6 +115,8 @@ type requestInfo struct {
 	id        string
 	userID    int64
 	presented presented // what a refused bearer token claimed, for the log
+	// resourceMetadata is the RFC 9728 document a 401 of the MCP endpoint points to.
+	resourceMetadata string
 }
 
 type requestInfoKey struct{}

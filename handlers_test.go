@@ -218,7 +218,7 @@ func testConfig(dbURL string) Config {
 			return dbURL
 		case "JWT_SECRET_KEY":
 			return "test-secret-key-that-is-long-enough-0123456789"
-		case "LOGIN_RATE_LIMIT", "REGISTER_RATE_LIMIT":
+		case "LOGIN_RATE_LIMIT", "REGISTER_RATE_LIMIT", "MCP_RATE_LIMIT":
 			return "100000"
 		}
 		return ""

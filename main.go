@@ -82,7 +82,9 @@ type Config struct {
 	// RateLimitIPv6Prefix is the prefix length an IPv6 client address counts as in the
 	// rate limits.
 	RateLimitIPv6Prefix int
-	MaxBodyBytes        int64
+	// ToolCallsPerMinute is each user's budget of MCP tool calls.
+	ToolCallsPerMinute int
+	MaxBodyBytes       int64
 
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
@@ -171,6 +173,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	c.LoginFailuresPerMinute = intVar("LOGIN_RATE_LIMIT", 10, 1, 1_000_000)
 	c.RegistersPerMinute = intVar("REGISTER_RATE_LIMIT", 10, 1, 1_000_000)
 	c.RateLimitIPv6Prefix = intVar("RATE_LIMIT_IPV6_PREFIX", 64, 32, 128)
+	c.ToolCallsPerMinute = intVar("MCP_RATE_LIMIT", 120, 1, 1_000_000)
 	c.HashConcurrency = intVar("HASH_CONCURRENCY", defaultHashConcurrency(runtime.GOMAXPROCS(0)), 1, 1024)
 	c.JWTAccessTTL = durVar("JWT_ACCESS_TTL", 15*time.Minute)
 	c.JWTRefreshTTL = durVar("JWT_REFRESH_TTL", 30*24*time.Hour)
