@@ -279,8 +279,8 @@ func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, u.wire())
 }
 
-// handleMeUpdate serves PATCH /api/v1/auth/me: {"name"}; null or "" clears it, absent
-// leaves it.
+// handleMeUpdate serves PATCH /api/v1/auth/me: {"name", "timezone"}; a null or "" name
+// clears it, a time zone is an IANA name; absent fields stay.
 func (s *Server) handleMeUpdate(w http.ResponseWriter, r *http.Request) error {
 	noStore(w)
 	b, err := s.decodeObject(w, r)
@@ -288,15 +288,23 @@ func (s *Server) handleMeUpdate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	name := field[string](&b, "name", "must be a string or null")
+	tz := field[string](&b, "timezone", "must be an IANA time-zone name such as Europe/Berlin")
 	n := cleanName(&b.errs, name)
+	if tz.Set && !b.errs.has("timezone") && (tz.Value == nil || loadTimezone(*tz.Value) == nil) {
+		b.errs.add("timezone", "must be an IANA time-zone name such as Europe/Berlin")
+	}
 	if len(b.errs) > 0 {
-		return validationFailed(b.errs)
+		return validationFailed(b.errs.inOrder("name", "timezone"))
 	}
 	id := principalFrom(r.Context()).UserID
-	if !name.Set {
+	if !name.Set && !tz.Set {
 		return s.handleMe(w, r)
 	}
-	u, err := s.st.UpdateUserName(r.Context(), id, n)
+	var zone string
+	if tz.Value != nil {
+		zone = *tz.Value
+	}
+	u, err := s.st.UpdateUser(r.Context(), id, name.Set, n, tz.Set, zone)
 	if err != nil {
 		return err
 	}

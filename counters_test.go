@@ -291,9 +291,19 @@ func TestCountersFollowAWriteThatWaited(t *testing.T) {
 		}
 		// The first write: a toggle, as UpdateTask sends it, left uncommitted.
 		rows, err := tx.Query(ctx, completeTaskSQL, u.ID, task.ID, nil, false, "", false, nil,
-			true, false, false, false, nil, false, []string{}, false, nil, time.Now())
-		if _, err := collectTask(rows, err); err != nil {
+			true, false, false, false, nil, false, []string{}, false, nil, time.Now(), false, nil)
+		if err != nil {
 			t.Fatal(err)
+		}
+		var first Task
+		var was bool
+		for rows.Next() {
+			if err := rows.Scan(append(taskFields(&first), &was)...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if rows.Err() != nil || first.ID != task.ID {
+			t.Fatalf("the first write: %v", rows.Err())
 		}
 		answered := make(chan response, 1)
 		go func() {

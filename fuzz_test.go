@@ -427,7 +427,7 @@ func referenceTask(task Task, pathUserID string) wireTask {
 	w := wireTask{ID: task.ID, UserID: task.UserID, Title: task.Title, Description: task.Description,
 		Completed: task.Completed, Priority: priorityNames[task.Priority], Tags: task.Tags,
 		DueDate: utc(task.DueDate), CreatedAt: task.CreatedAt.UTC(), UpdatedAt: task.UpdatedAt.UTC(),
-		CompletedAt: utc(task.CompletedAt)}
+		CompletedAt: utc(task.CompletedAt), Recurrence: task.Recurrence, NextTaskID: task.NextTaskID}
 	if pathUserID != "" {
 		w.UserID = pathUserID
 	}

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	_ "time/tzdata" // the zone database in the binary: the static image has no system zoneinfo
 )
 
 func main() {

@@ -19,6 +19,8 @@ type User struct {
 	// Issuer and Subject are set for Better Auth users only.
 	Issuer  *string
 	Subject *string
+	// Timezone is the IANA name recurring tasks are computed in (contract §9).
+	Timezone string
 	// PasswordEpoch counts a local user's password changes: the refresh tokens of a login
 	// work only while it is the one the login's password was checked under. Read where a
 	// login starts (FindLocalUserByEmail), zero elsewhere.
@@ -31,10 +33,24 @@ type userJSON struct {
 	Email     *string   `json:"email"`
 	Name      *string   `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
+	Timezone  string    `json:"timezone"`
 }
 
 func (u User) wire() userJSON {
-	return userJSON{ID: u.ID, Email: u.Email, Name: u.Name, CreatedAt: u.CreatedAt.UTC()}
+	return userJSON{ID: u.ID, Email: u.Email, Name: u.Name, CreatedAt: u.CreatedAt.UTC(), Timezone: u.Timezone}
+}
+
+// loadTimezone reads an IANA time-zone name: nil when it names no zone. "Local" and ""
+// (which Go reads as the machine's zone and as UTC) are not names a user sets.
+func loadTimezone(name string) *time.Location {
+	if name == "" || name == "Local" || len(name) > 64 {
+		return nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil
+	}
+	return loc
 }
 
 // Task is one todo item. Priority is stored as 0 low, 1 medium, 2 high.
@@ -51,6 +67,11 @@ type Task struct {
 	UpdatedAt   time.Time
 	CompletedAt *time.Time
 	Version     int64
+	// Recurrence is the task's RRULE, upper-cased (contract §9); RecurrenceStart the
+	// series' first due date; NextTaskID the successor its completion created.
+	Recurrence      *string
+	RecurrenceStart *time.Time
+	NextTaskID      *int64
 }
 
 var priorityNames = [...]string{"low", "medium", "high"}
@@ -110,6 +131,18 @@ func appendTask(b []byte, t Task, pathUserID string) []byte {
 	b = appendJSONTime(b, &t.UpdatedAt)
 	b = append(b, `,"completed_at":`...)
 	b = appendJSONTime(b, t.CompletedAt)
+	b = append(b, `,"recurrence":`...)
+	if t.Recurrence == nil {
+		b = append(b, "null"...)
+	} else {
+		b = appendJSONString(b, *t.Recurrence)
+	}
+	b = append(b, `,"next_task_id":`...)
+	if t.NextTaskID == nil {
+		b = append(b, "null"...)
+	} else {
+		b = strconv.AppendInt(b, *t.NextTaskID, 10)
+	}
 	return append(b, '}')
 }
 
@@ -271,6 +304,7 @@ type taskInput struct {
 	Priority    optional[string]
 	Tags        optional[[]string]
 	DueDate     optional[string]
+	Recurrence  optional[string]
 }
 
 // taskChange is a validated write: each Set field replaces the stored value.
@@ -288,6 +322,8 @@ type taskChange struct {
 	Tags           []string
 	SetDueDate     bool
 	DueDate        *time.Time
+	SetRecurrence  bool
+	Recurrence     *string
 }
 
 // writeMode says how absent fields of a task body are read.
@@ -307,6 +343,7 @@ func readTaskInput(b *bodyFields) taskInput {
 		Priority:    field[string](b, "priority", "must be one of low, medium, high"),
 		Tags:        field[[]string](b, "tags", "must be an array of strings"),
 		DueDate:     field[string](b, "due_date", "must be an RFC 3339 time, a YYYY-MM-DD date, or null"),
+		Recurrence:  field[string](b, "recurrence", "must be an RRULE string such as FREQ=WEEKLY;BYDAY=MO, or null"),
 	}
 }
 
@@ -375,7 +412,20 @@ func (in taskInput) change(mode writeMode, errs *fieldErrors) taskChange {
 		}
 		c.DueDate = &d
 	}
-	errs.inOrder("title", "description", "completed", "priority", "tags", "due_date")
+
+	c.SetRecurrence = full || in.Recurrence.Set
+	if in.Recurrence.Value != nil && !errs.has("recurrence") {
+		rule := strings.ToUpper(strings.TrimSpace(*in.Recurrence.Value))
+		if _, msg := parseRRule(rule); msg != "" {
+			errs.add("recurrence", msg)
+		}
+		c.Recurrence = &rule
+	}
+	// A recurring task needs a due date; what a PATCH leaves as it was, the store checks.
+	if c.Recurrence != nil && c.SetDueDate && c.DueDate == nil && !errs.has("due_date") && !errs.has("recurrence") {
+		errs.add("recurrence", "needs a due_date: occurrences follow from it")
+	}
+	errs.inOrder("title", "description", "completed", "priority", "tags", "due_date", "recurrence")
 	return c
 }
 

@@ -557,7 +557,7 @@ func TestOpenAPIValidatorCatchesViolations(t *testing.T) {
 	task := func(edit func(map[string]any)) any {
 		m := oaDecode(t, []byte(`{"id":42,"user_id":7,"title":"Buy milk","description":null,"completed":false,
 			"priority":"medium","tags":["home"],"due_date":null,"created_at":"2026-11-27T10:00:00Z",
-			"updated_at":"2026-11-27T10:00:00.5Z","completed_at":null}`)).(map[string]any)
+			"updated_at":"2026-11-27T10:00:00.5Z","completed_at":null,"recurrence":null,"next_task_id":null}`)).(map[string]any)
 		if edit != nil {
 			edit(m)
 		}

@@ -7,7 +7,9 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -339,4 +341,187 @@ func FuzzRRule(f *testing.F) {
 			t.Fatalf("%s: next %v not after %v", s, next, due)
 		}
 	})
+}
+
+// TestUserTimezone: every user has a time zone, UTC until set; PATCH /auth/me sets an
+// IANA name and refuses anything else with a 422 on timezone; Better Auth users too.
+func TestUserTimezone(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	token, _ := env.registerUser("zoned@example.com")
+	me := func(tok string) userJSON {
+		var u userJSON
+		env.do("GET", "/api/v1/auth/me", "", tok).want(200, "").json(&u)
+		return u
+	}
+	if u := me(token); u.Timezone != "UTC" {
+		t.Errorf("a new user's time zone is %q", u.Timezone)
+	}
+	var u userJSON
+	env.do("PATCH", "/api/v1/auth/me", `{"timezone":"Europe/Berlin","name":"Zoe"}`, token).want(200, "").json(&u)
+	if u.Timezone != "Europe/Berlin" || me(token).Timezone != "Europe/Berlin" {
+		t.Errorf("after PATCH: %+v", u)
+	}
+	env.do("PATCH", "/api/v1/auth/me", `{"name":"Zoe B"}`, token).want(200, "")
+	if u := me(token); u.Timezone != "Europe/Berlin" || *u.Name != "Zoe B" {
+		t.Errorf("a name change moved the time zone: %+v", u)
+	}
+	for _, bad := range []string{`"Mars/Olympus_Mons"`, `"Local"`, `""`, `null`, `5`, `"../../etc/passwd"`, `"` + strings.Repeat("A", 70) + `"`} {
+		e := env.do("PATCH", "/api/v1/auth/me", `{"timezone":`+bad+`,"name":"Changed"}`, token).want(422, "validation_error").envelope()
+		if len(e.Errors) != 1 || e.Errors[0].Field != "timezone" {
+			t.Errorf("timezone %s: %+v", bad, e.Errors)
+		}
+	}
+	if u := me(token); u.Timezone != "Europe/Berlin" || *u.Name != "Zoe B" {
+		t.Errorf("a refused PATCH changed the user: %+v", u)
+	}
+
+	key := newBAKey(t, "EdDSA")
+	ba := newJWKSEnv(t, newJWKSServer(t, key))
+	baToken := key.sign(t, baGoodClaims("zoned-ba"))
+	ba.do("PATCH", "/api/v1/auth/me", `{"timezone":"Asia/Kolkata"}`, baToken).want(200, "").json(&u)
+	if u.Timezone != "Asia/Kolkata" {
+		t.Errorf("a Better Auth user's time zone: %+v", u)
+	}
+}
+
+// TestRecurringTasks: a recurring task's completion creates its next occurrence (same
+// title, description, priority, tags and rule, the next due date in the owner's zone,
+// COUNT one less) and answers next_task_id; nothing after COUNT is spent; reopening and
+// completing again, or a task created completed, create nothing; the list filter; the
+// section 6 routes; bulk "mark all done"; and the counters stay exact.
+func TestRecurringTasks(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	token, u := env.registerUser("recurring@example.com")
+	env.do("PATCH", "/api/v1/auth/me", `{"timezone":"America/New_York"}`, token).want(200, "")
+	get := func(id int64) wireTask {
+		var w wireTask
+		env.do("GET", env.taskPath(id), "", token).want(200, "").json(&w)
+		return w
+	}
+
+	// 09:00 in New York on the Saturday before DST starts; daily, three in all.
+	first := env.createTask(token, `{"title":"Water the plants","description":"balcony","priority":"high","tags":["Home"],
+		"due_date":"2026-03-07T09:00:00-05:00","recurrence":"freq=daily;count=3"}`)
+	if first.Recurrence == nil || *first.Recurrence != "FREQ=DAILY;COUNT=3" || first.NextTaskID != nil {
+		t.Fatalf("created %+v", first)
+	}
+	var done wireTask
+	env.do("PATCH", env.taskPath(first.ID)+"/complete", ``, token).want(200, "").json(&done)
+	if done.NextTaskID == nil {
+		t.Fatalf("completing a recurring task answered no next_task_id: %+v", done)
+	}
+	second := get(*done.NextTaskID)
+	if second.Title != "Water the plants" || *second.Description != "balcony" || second.Priority != "high" ||
+		!slices.Equal(second.Tags, []string{"home"}) || second.Completed || *second.Recurrence != "FREQ=DAILY;COUNT=2" ||
+		!second.DueDate.Equal(time.Date(2026, 3, 8, 13, 0, 0, 0, time.UTC)) { // 09:00 EDT
+		t.Fatalf("the next occurrence: %+v (due %v)", second, second.DueDate)
+	}
+	// Reopened and completed again: still the one successor.
+	env.do("PATCH", env.taskPath(first.ID), `{"completed":false}`, token).want(200, "")
+	env.do("PUT", env.taskPath(first.ID), `{"title":"Water the plants","completed":true,"due_date":"2026-03-07T09:00:00-05:00","recurrence":"FREQ=DAILY;COUNT=3"}`, token).want(200, "").json(&done)
+	if done.NextTaskID == nil || *done.NextTaskID != second.ID {
+		t.Fatalf("completing again: next_task_id %v, want %d", done.NextTaskID, second.ID)
+	}
+	env.do("PATCH", env.taskPath(second.ID), `{"completed":true}`, token).want(200, "").json(&done)
+	third := get(*done.NextTaskID)
+	if *third.Recurrence != "FREQ=DAILY;COUNT=1" || !third.DueDate.Equal(time.Date(2026, 3, 9, 13, 0, 0, 0, time.UTC)) {
+		t.Fatalf("the third: %+v", third)
+	}
+	env.do("PATCH", env.taskPath(third.ID)+"/complete", `{"completed":true}`, token).want(200, "").json(&done)
+	if done.NextTaskID != nil {
+		t.Errorf("COUNT spent, yet a successor: %v", *done.NextTaskID)
+	}
+
+	// Created completed: no successor, now or when completed again.
+	already := env.createTask(token, `{"title":"Done already","completed":true,"due_date":"2026-05-01","recurrence":"FREQ=WEEKLY"}`)
+	env.do("PATCH", env.taskPath(already.ID), `{"completed":true}`, token).want(200, "").json(&done)
+	if done.NextTaskID != nil {
+		t.Errorf("a task created completed got a successor")
+	}
+
+	// Rules the service refuses, and a recurring task without a due date.
+	for body, msg := range map[string]string{
+		`{"title":"x","recurrence":"FREQ=DAILY"}`:                                    "needs a due_date",
+		`{"title":"x","due_date":"2026-05-01","recurrence":"FREQ=HOURLY"}`:           "FREQ must be DAILY, WEEKLY, MONTHLY or YEARLY",
+		`{"title":"x","due_date":"2026-05-01","recurrence":"FREQ=DAILY;BYSETPOS=1"}`: "BYSETPOS is not supported",
+		`{"title":"x","due_date":"2026-05-01","recurrence":5}`:                       "must be an RRULE string",
+	} {
+		e := env.do("POST", "/api/v1/tasks", body, token).want(422, "validation_error").envelope()
+		if len(e.Errors) != 1 || e.Errors[0].Field != "recurrence" || !strings.Contains(e.Errors[0].Message, msg) {
+			t.Errorf("%s: %+v", body, e.Errors)
+		}
+	}
+	e := env.do("PATCH", env.taskPath(second.ID), `{"due_date":null}`, token).want(422, "validation_error").envelope()
+	if e.Errors[0].Field != "recurrence" {
+		t.Errorf("clearing a recurring task's due date: %+v", e.Errors)
+	}
+	env.do("PATCH", env.taskPath(second.ID), `{"recurrence":null,"due_date":null}`, token).want(200, "")
+
+	// The list filter, and the section 6 routes.
+	if page := env.list(token, "recurring=true"); page.Total != 3 {
+		t.Errorf("recurring=true: %d tasks, want 3", page.Total)
+	}
+	if page := env.list(token, "recurring=false"); page.Total != 1 {
+		t.Errorf("recurring=false: %d tasks, want 1", page.Total)
+	}
+	env.do("GET", "/api/v1/tasks?recurring=maybe", "", token).want(400, "invalid_query")
+	web := "/api/" + strconv.FormatInt(u.ID, 10) + "/tasks"
+	var webTask wireTask
+	env.do("POST", web, `{"title":"Standup","due_date":"2026-03-02T09:30:00-05:00","recurrence":"FREQ=WEEKLY;BYDAY=MO,WE,FR"}`, token).want(201, "").json(&webTask)
+	env.do("PATCH", web+"/"+strconv.FormatInt(webTask.ID, 10)+"/complete", "", token).want(200, "").json(&webTask)
+	if webTask.NextTaskID == nil || !get(*webTask.NextTaskID).DueDate.Equal(time.Date(2026, 3, 4, 14, 30, 0, 0, time.UTC)) {
+		t.Errorf("section 6 completion: %+v", webTask)
+	}
+
+	// "Mark all done" completes recurring tasks too, each with its successor.
+	other, _ := env.registerUser("bulk-recurring@example.com")
+	for i := range 3 {
+		env.createTask(other, fmt.Sprintf(`{"title":"r%d","due_date":"2026-06-0%dT10:00:00Z","recurrence":"FREQ=MONTHLY"}`, i, i+1))
+	}
+	env.createTask(other, `{"title":"once"}`)
+	env.do("PATCH", "/api/v1/tasks", `{"completed":true}`, other).want(200, "")
+	if page := env.list(other, "status=pending&recurring=true&sort=due_date"); page.Total != 3 ||
+		!page.Items[0].DueDate.Equal(time.Date(2026, 7, 1, 10, 0, 0, 0, time.UTC)) {
+		t.Errorf("after mark all done: %+v", page)
+	}
+	checkCounters(t, env.st, u.ID)
+	var otherUser userJSON
+	env.do("GET", "/api/v1/auth/me", "", other).want(200, "").json(&otherUser)
+	checkCounters(t, env.st, otherUser.ID)
+}
+
+// TestRecurringCompletionsRace: 20 concurrent completions of one recurring task create
+// exactly one successor.
+func TestRecurringCompletionsRace(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	token, _ := env.registerUser("racer@example.com")
+	for range 5 {
+		task := env.createTask(token, `{"title":"race","due_date":"2026-04-01T08:00:00Z","recurrence":"FREQ=WEEKLY"}`)
+		var wg sync.WaitGroup
+		next := make([]*int64, 20)
+		for i := range next {
+			wg.Go(func() {
+				var w wireTask
+				r := env.do("PATCH", env.taskPath(task.ID)+"/complete", `{"completed":true}`, token)
+				if r.Code != 200 {
+					t.Errorf("completion %d: %d %s", i, r.Code, r.Body)
+					return
+				}
+				r.json(&w)
+				next[i] = w.NextTaskID
+			})
+		}
+		wg.Wait()
+		for i, n := range next {
+			if n == nil || *n != *next[0] {
+				t.Fatalf("completion %d answered next_task_id %v, the first %v", i, n, next[0])
+			}
+		}
+	}
+	if page := env.list(token, "status=pending"); page.Total != 5 {
+		t.Errorf("%d open successors after 5 × 20 completions, want 5", page.Total)
+	}
 }

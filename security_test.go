@@ -310,7 +310,7 @@ func TestRefreshSurvivesADatabaseError(t *testing.T) {
 	env := newTestEnv(t)
 	env.registerUser("flaky@example.com")
 	login := loginAs(env, "flaky@example.com", testPassword)
-	killer := &connKiller{admin: env.st.pool, match: "SELECT id, email, name, created_at, issuer, subject FROM users WHERE id = $1"}
+	killer := &connKiller{admin: env.st.pool, match: "SELECT " + userColumns + " FROM users WHERE id = $1"}
 	flaky := env.traced(killer)
 	killer.armed.Store(true)
 	r := flaky.do("POST", "/api/v1/auth/refresh", `{"refresh_token":"`+login.RefreshToken+`"}`, "")

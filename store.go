@@ -155,11 +155,11 @@ func isForeignKeyViolation(err error) bool {
 
 // ---- users ----
 
-const userColumns = `id, email, name, created_at, issuer, subject`
+const userColumns = `id, email, name, created_at, issuer, subject, timezone`
 
 func scanUser(row pgx.Row) (User, error) {
 	var u User
-	err := row.Scan(&u.ID, &u.Email, &u.Name, &u.CreatedAt, &u.Issuer, &u.Subject)
+	err := row.Scan(&u.ID, &u.Email, &u.Name, &u.CreatedAt, &u.Issuer, &u.Subject, &u.Timezone)
 	return u, err
 }
 
@@ -191,7 +191,7 @@ func (st *Store) FindLocalUserByEmail(ctx context.Context, email string) (User, 
 	var hash string
 	err := st.pool.QueryRow(ctx, `SELECT `+userColumns+`, password_hash, password_epoch FROM users
 		WHERE email = $1 AND issuer IS NULL`, email).
-		Scan(&u.ID, &u.Email, &u.Name, &u.CreatedAt, &u.Issuer, &u.Subject, &hash, &u.PasswordEpoch)
+		Scan(&u.ID, &u.Email, &u.Name, &u.CreatedAt, &u.Issuer, &u.Subject, &u.Timezone, &hash, &u.PasswordEpoch)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return User{}, "", notFound("user")
 	} else if err != nil {
@@ -227,12 +227,16 @@ func (st *Store) FindPasswordHash(ctx context.Context, id int64) (string, error)
 	return *hash, nil
 }
 
-// UpdateUserName sets or clears the user's name.
-func (st *Store) UpdateUserName(ctx context.Context, id int64, name *string) (User, error) {
+// UpdateUser sets or clears the user's name and sets the time zone, each only when its
+// set flag is.
+func (st *Store) UpdateUser(ctx context.Context, id int64, setName bool, name *string, setTimezone bool, timezone string) (User, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	u, err := scanUser(st.pool.QueryRow(ctx, `UPDATE users SET name = $2, updated_at = now()
-		WHERE id = $1 RETURNING `+userColumns, id, name))
+	u, err := scanUser(st.pool.QueryRow(ctx, `UPDATE users SET
+			name = CASE WHEN $2 THEN $3 ELSE name END,
+			timezone = CASE WHEN $4 THEN $5 ELSE timezone END,
+			updated_at = $6
+		WHERE id = $1 RETURNING `+userColumns, id, setName, name, setTimezone, timezone, time.Now()))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return User{}, st.miss(ctx, notFound("user"))
 	} else if err != nil {
@@ -507,13 +511,17 @@ func (st *Store) RevokeRefreshToken(ctx context.Context, userID int64, hash []by
 // ---- tasks ----
 
 const taskColumns = `id, user_id, title, description, completed, priority, tags, due_date,
-	created_at, updated_at, completed_at, version`
+	created_at, updated_at, completed_at, version, recurrence, recurrence_start, next_task_id`
 
 func scanTask(row pgx.CollectableRow) (Task, error) {
 	var t Task
-	err := row.Scan(&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority, &t.Tags,
-		&t.DueDate, &t.CreatedAt, &t.UpdatedAt, &t.CompletedAt, &t.Version)
+	err := row.Scan(taskFields(&t)...)
 	return t, err
+}
+
+func taskFields(t *Task) []any {
+	return []any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority, &t.Tags,
+		&t.DueDate, &t.CreatedAt, &t.UpdatedAt, &t.CompletedAt, &t.Version, &t.Recurrence, &t.RecurrenceStart, &t.NextTaskID}
 }
 
 func collectTask(rows pgx.Rows, err error) (Task, error) {
@@ -529,13 +537,13 @@ func collectTask(rows pgx.Rows, err error) (Task, error) {
 // them ordered.
 var insertTaskSQL = bindNames(`WITH t AS (
 		INSERT INTO tasks (user_id, title, description, completed, priority, tags, due_date,
-			created_at, updated_at, completed_at)
+			created_at, updated_at, completed_at, recurrence, recurrence_start)
 		VALUES (@user_id, @title, @description, @completed, @priority, @tags, @due_date,
-			@now, @now, CASE WHEN @completed::boolean THEN @now::timestamptz END)
+			@now, @now, CASE WHEN @completed::boolean THEN @now::timestamptz END, @recurrence, @recurrence_start)
 		RETURNING `+taskColumns+`),
 	counted AS (`+countCreated+`)
 	SELECT `+taskColumns+` FROM t`,
-	"user_id", "title", "description", "completed", "priority", "tags", "due_date", "now")
+	"user_id", "title", "description", "completed", "priority", "tags", "due_date", "now", "recurrence", "recurrence_start")
 
 // The task counters (migrations/003_task_counts.sql) move in the statement that moves the
 // tasks, as a data-modifying WITH that PostgreSQL runs exactly once whether or not the
@@ -555,8 +563,13 @@ const (
 		ON CONFLICT (user_id, slot) DO UPDATE SET total = c.total + 1, completed = c.completed + excluded.completed`
 )
 
+// insertTaskArgs binds a new task; a recurring one starts its series at its due date.
 func insertTaskArgs(userID int64, c taskChange) []any {
-	return []any{userID, c.Title, c.Description, c.Completed, c.Priority, c.Tags, c.DueDate, time.Now()}
+	var start *time.Time
+	if c.Recurrence != nil {
+		start = c.DueDate
+	}
+	return []any{userID, c.Title, c.Description, c.Completed, c.Priority, c.Tags, c.DueDate, time.Now(), c.Recurrence, start}
 }
 
 // bindNames rewrites the @name placeholders of a statement to $1, $2… in the order names
@@ -667,9 +680,10 @@ const (
 	newPriority    = `CASE WHEN @set_priority THEN @priority::smallint ELSE priority END`
 	newTags        = `CASE WHEN @set_tags THEN @tags::text[] ELSE tags END`
 	newDueDate     = `CASE WHEN @set_due_date THEN @due_date::timestamptz ELSE due_date END`
+	newRecurrence  = `CASE WHEN @set_recurrence THEN @recurrence::text ELSE recurrence END`
 	taskChanged    = `((` + newTitle + `), (` + newDescription + `), (` + newCompleted + `), (` + newPriority +
-		`), (` + newTags + `), (` + newDueDate + `)) IS DISTINCT FROM
-		(title, description, completed, priority, tags, due_date)`
+		`), (` + newTags + `), (` + newDueDate + `), (` + newRecurrence + `)) IS DISTINCT FROM
+		(title, description, completed, priority, tags, due_date, recurrence)`
 	// ifMatches is the optimistic-concurrency check, inside the statement so that of
 	// concurrent writers holding one ETag exactly one wins.
 	ifMatches = `(@if_match::bigint[] IS NULL OR version = ANY (@if_match::bigint[]))`
@@ -681,6 +695,9 @@ const (
 		priority = ` + newPriority + `,
 		tags = ` + newTags + `,
 		due_date = ` + newDueDate + `,
+		recurrence = ` + newRecurrence + `,
+		-- A rule or a due date set anew starts the series anew, from the due date.
+		recurrence_start = CASE WHEN @set_recurrence OR @set_due_date THEN ` + newDueDate + ` ELSE recurrence_start END,
 		completed_at = CASE WHEN NOT (` + newCompleted + `) THEN NULL
 			WHEN completed THEN completed_at ELSE @now::timestamptz END,
 		updated_at = CASE WHEN ` + taskChanged + ` THEN @now::timestamptz ELSE updated_at END,
@@ -704,14 +721,14 @@ const (
 	counted AS (UPDATE task_counts SET completed = task_counts.completed + CASE WHEN t.completed THEN 1 ELSE -1 END
 		FROM t, prior WHERE task_counts.user_id = @user_id AND slot = t.` + taskSlot + `
 			AND t.completed <> prior.was_completed)
-	SELECT ` + taskColumns + ` FROM t`
+	SELECT ` + taskColumns + `, prior.was_completed FROM t, prior`
 )
 
 // updateParams names the parameters of the update statements, in the order UpdateTask
 // binds them.
 var updateParams = []string{"user_id", "id", "if_match",
 	"set_title", "title", "set_description", "description", "toggle", "set_completed", "completed",
-	"set_priority", "priority", "set_tags", "tags", "set_due_date", "due_date", "now"}
+	"set_priority", "priority", "set_tags", "tags", "set_due_date", "due_date", "now", "set_recurrence", "recurrence"}
 
 var (
 	lockTaskSQL     = `SELECT FROM tasks WHERE user_id = $1 AND id = $2 FOR UPDATE`
@@ -742,38 +759,145 @@ func (st *Store) lockedWrite(ctx context.Context, userID, id int64, sql string, 
 
 // UpdateTask applies c to the user's task. ifMatch holds the acceptable versions (nil:
 // any). not_found when the task is missing or another user's; precondition_failed when
-// it exists at another version.
+// it exists at another version; validation_error on recurrence when the change would
+// leave a recurring task without a due date.
 func (st *Store) UpdateTask(ctx context.Context, userID, id int64, c taskChange, ifMatch []int64) (Task, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
 	args := []any{userID, id, ifMatch,
 		c.SetTitle, c.Title, c.SetDescription, c.Description, c.Toggle, c.SetCompleted, c.Completed,
-		c.SetPriority, c.Priority, c.SetTags, c.Tags, c.SetDueDate, c.DueDate, time.Now()}
+		c.SetPriority, c.Priority, c.SetTags, c.Tags, c.SetDueDate, c.DueDate, time.Now(), c.SetRecurrence, c.Recurrence}
 	var (
 		t   Task
 		err error
 	)
 	if c.Toggle || c.SetCompleted {
-		var found error
-		err = st.lockedWrite(ctx, userID, id, completeTaskSQL, args, func(rows pgx.Rows) error {
-			t, found = collectTask(rows, nil)
-			if errors.Is(found, pgx.ErrNoRows) {
-				return nil // told apart below, once the transaction is over
-			}
-			return found
-		})
-		if err == nil {
-			err = found
-		}
+		t, err = st.completeTask(ctx, userID, id, args)
 	} else {
 		t, err = collectTask(st.pool.Query(ctx, updateTaskSQL, args...))
 	}
-	if errors.Is(err, pgx.ErrNoRows) {
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
 		return Task{}, st.missOrStale(ctx, userID, id, ifMatch)
-	} else if err != nil {
+	case isCheckViolation(err) && (c.SetRecurrence || c.SetDueDate):
+		return Task{}, errRecurrenceNeedsDue
+	case err != nil:
 		return Task{}, fmt.Errorf("update task %d: %w", id, err)
 	}
 	return t, nil
+}
+
+var errRecurrenceNeedsDue = validationFailed([]fieldError{{Field: "recurrence", Message: "needs a due_date: occurrences follow from it"}})
+
+// isCheckViolation: by SQLSTATE, as everywhere (constraint names differ on Citus). Task
+// writes check their input before the statement, so the one CHECK a task write can meet
+// is a recurring task left without a due date by a PATCH.
+func isCheckViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23514"
+}
+
+// completeTask is a change that may complete or reopen the task: in one transaction, the
+// task locked, the change and its counters (completeTaskSQL), and, when it completes a
+// recurring task for the first time, the successor (createSuccessor). The transaction is
+// explicit (BEGIN in the batch) rather than the implicit one of a pipeline: Citus holds a
+// worker's row lock across statements only inside a transaction block. Two round trips:
+// the batch, then the successor if any and COMMIT.
+func (st *Store) completeTask(ctx context.Context, userID, id int64, args []any) (Task, error) {
+	conn, err := st.pool.Acquire(ctx)
+	if err != nil {
+		return Task{}, err
+	}
+	// A connection left inside a transaction (an error below) is closed on release, not
+	// reused.
+	defer conn.Release()
+	var (
+		batch pgx.Batch
+		t     Task
+		was   bool
+		found bool
+	)
+	batch.Queue("BEGIN")
+	batch.Queue(lockTaskSQL, userID, id)
+	batch.Queue(completeTaskSQL, args...).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			found = true
+			if err := rows.Scan(append(taskFields(&t), &was)...); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
+	if err := conn.SendBatch(ctx, &batch).Close(); err != nil {
+		return Task{}, err
+	}
+	if found && t.Completed && !was && t.Recurrence != nil && t.NextTaskID == nil {
+		if t.NextTaskID, err = createSuccessor(ctx, conn, userID, t); err != nil {
+			return Task{}, err
+		}
+	}
+	if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+		return Task{}, err
+	}
+	if !found {
+		return Task{}, pgx.ErrNoRows
+	}
+	return t, nil
+}
+
+// querier is a connection or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+var countInRule = regexp.MustCompile(`COUNT=\d+`)
+
+// createSuccessor creates the next occurrence of the recurring task t, which has just
+// been completed, in the caller's transaction (which holds t's row lock): the same
+// title, description, priority, tags and rule, due at the rule's next occurrence after
+// t's due date in the owner's time zone, COUNT one less; and links t to it, so that t
+// never gets a second. None (nil) when COUNT or UNTIL is spent.
+func createSuccessor(ctx context.Context, q querier, userID int64, t Task) (*int64, error) {
+	rule, msg := parseRRule(*t.Recurrence)
+	if msg != "" || t.DueDate == nil || rule.count == 1 {
+		return nil, nil // a stored rule was checked when it was written
+	}
+	var zone string
+	if err := q.QueryRow(ctx, `SELECT timezone FROM users WHERE id = $1`, userID).Scan(&zone); err != nil {
+		return nil, err
+	}
+	loc := loadTimezone(zone)
+	if loc == nil {
+		loc = time.UTC
+	}
+	start := t.DueDate
+	if t.RecurrenceStart != nil {
+		start = t.RecurrenceStart
+	}
+	next, ok := rule.nextOccurrence(*start, *t.DueDate, loc)
+	if !ok {
+		return nil, nil
+	}
+	nextRule := *t.Recurrence
+	if rule.count > 1 {
+		nextRule = countInRule.ReplaceAllString(nextRule, "COUNT="+strconv.Itoa(rule.count-1))
+	}
+	next = next.UTC()
+	succ, err := collectTask(q.Query(ctx, insertTaskSQL, userID, t.Title, t.Description, false, t.Priority, t.Tags,
+		&next, time.Now(), &nextRule, start))
+	if err != nil {
+		return nil, fmt.Errorf("create the next occurrence of task %d: %w", t.ID, err)
+	}
+	rows, err := q.Query(ctx, `UPDATE tasks SET next_task_id = $3 WHERE user_id = $1 AND id = $2`, userID, t.ID, succ.ID)
+	if err == nil {
+		rows.Close()
+		err = rows.Err()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("link task %d to its next occurrence: %w", t.ID, err)
+	}
+	return &succ.ID, nil
 }
 
 // missOrStale tells why a conditional write touched no row: the task is not the user's
@@ -854,6 +978,13 @@ func (b *sqlArgs) where(userID int64, f taskFilter) (user string) {
 	}
 	if f.DueAfter != nil {
 		b.add(" AND due_date >= " + b.arg(*f.DueAfter))
+	}
+	if f.Recurring != nil {
+		if *f.Recurring {
+			b.add(" AND recurrence IS NOT NULL")
+		} else {
+			b.add(" AND recurrence IS NULL")
+		}
 	}
 	return user
 }
@@ -939,7 +1070,7 @@ func (st *Store) ListTasks(ctx context.Context, userID int64, q listQuery) ([]Ta
 // one they answer (none, or completion alone), which costs the same for 100 tasks or
 // 100,000; otherwise a count of the matching tasks.
 func countSQL(b *sqlArgs, userID int64, f taskFilter) {
-	if f.Q != nil || f.Priority != nil || f.Tag != nil || f.DueBefore != nil || f.DueAfter != nil {
+	if f.Q != nil || f.Priority != nil || f.Tag != nil || f.DueBefore != nil || f.DueAfter != nil || f.Recurring != nil {
 		b.add("SELECT count(*) FROM tasks")
 		b.where(userID, f)
 		return
@@ -959,7 +1090,7 @@ func (st *Store) DeleteCompletedTasks(ctx context.Context, userID int64, f taskF
 	var b sqlArgs
 	b.add("WITH t AS (DELETE FROM tasks")
 	user := lockMatching(&b, userID, f, "completed")
-	b.add(" RETURNING id), " + countBulk(user, "total = total - n, completed = completed - n"))
+	b.add(" RETURNING id), " + countBulk(user, "total = total - n, completed = completed - n") + " FROM t")
 	return st.bulkWrite(ctx, "delete completed tasks", b)
 }
 
@@ -972,8 +1103,39 @@ func (st *Store) SetTasksCompleted(ctx context.Context, userID int64, f taskFilt
 	b.add("WITH t AS (UPDATE tasks SET completed = " + done + ", completed_at = CASE WHEN " + done + " THEN " + now + " END, " +
 		"updated_at = " + now + ", version = version + 1")
 	user := lockMatching(&b, userID, f, "completed <> "+done)
-	b.add(" RETURNING id), " + countBulk(user, "completed = completed + CASE WHEN "+done+" THEN n ELSE -n END"))
-	return st.bulkWrite(ctx, "set tasks completed", b)
+	b.add(" RETURNING id, recurrence IS NOT NULL AND next_task_id IS NULL AS needs_next), " +
+		countBulk(user, "completed = completed + CASE WHEN "+done+" THEN n ELSE -n END"))
+	if !completed {
+		b.add(" FROM t")
+		return st.bulkWrite(ctx, "set tasks completed", b)
+	}
+	b.add(", coalesce(array_agg(id ORDER BY id) FILTER (WHERE needs_next), '{}') FROM t")
+	// Marking tasks done completes recurring ones too: each gets its successor in the
+	// same transaction, which holds their row locks.
+	var n int64
+	err := st.inTx(ctx, "set tasks completed", func(tx pgx.Tx) error {
+		var recurring []int64
+		if err := tx.QueryRow(ctx, b.sql.String(), b.args...).Scan(&n, &recurring); err != nil {
+			return err
+		}
+		for _, id := range recurring {
+			t, err := collectTask(tx.Query(ctx, `SELECT `+taskColumns+` FROM tasks WHERE user_id = $1 AND id = $2`, userID, id))
+			if err != nil {
+				return err
+			}
+			if _, err := createSuccessor(ctx, tx, userID, t); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, st.miss(ctx, nil)
+	}
+	return n, nil
 }
 
 // Lock order. Two bulk writes of one user would deadlock if each locked its rows in the
@@ -1003,7 +1165,7 @@ func countBulk(user, set string) string {
 	return "counted AS (UPDATE task_counts SET " + set + " FROM (SELECT c.slot AS changed_slot, g.n FROM task_counts c" +
 		" JOIN (SELECT " + taskSlot + " AS slot, count(*) AS n FROM t GROUP BY 1) AS g ON g.slot = c.slot" +
 		" WHERE c.user_id = " + user + " ORDER BY c.slot FOR UPDATE OF c) AS changed" +
-		" WHERE user_id = " + user + " AND slot = changed_slot) SELECT count(*) FROM t"
+		" WHERE user_id = " + user + " AND slot = changed_slot) SELECT count(*)"
 }
 
 // bulkWrite runs a statement built by DeleteCompletedTasks or SetTasksCompleted.

@@ -25,6 +25,7 @@ type taskFilter struct {
 	Tag       *string
 	DueBefore *time.Time
 	DueAfter  *time.Time
+	Recurring *bool
 }
 
 // likePattern is Q as an ILIKE pattern that matches it literally anywhere: %, _ and \
@@ -94,6 +95,16 @@ func parseListQuery(v url.Values, hackathon bool) (listQuery, fieldErrors) {
 			q.Completed = ptr(true)
 		case "false":
 			q.Completed = ptr(false)
+		default:
+			qp.errs.add(name, "must be true or false")
+		}
+	}
+	if s, name := qp.get("recurring"); name != "" {
+		switch strings.ToLower(s) {
+		case "true":
+			q.Recurring = ptr(true)
+		case "false":
+			q.Recurring = ptr(false)
 		default:
 			qp.errs.add(name, "must be true or false")
 		}
@@ -270,6 +281,9 @@ func (q listQuery) canonical() string {
 	}
 	if f.DueAfter != nil {
 		b.WriteString("|a=" + f.DueAfter.Format(time.RFC3339Nano))
+	}
+	if f.Recurring != nil {
+		b.WriteString("|r=" + strconv.FormatBool(*f.Recurring))
 	}
 	return b.String()
 }

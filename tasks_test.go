@@ -27,6 +27,8 @@ type wireTask struct {
 	CreatedAt   time.Time  `json:"created_at"`
 	UpdatedAt   time.Time  `json:"updated_at"`
 	CompletedAt *time.Time `json:"completed_at"`
+	Recurrence  *string    `json:"recurrence"`
+	NextTaskID  *int64     `json:"next_task_id"`
 }
 
 // taskPage is the client's view of an /api/v1 list answer.
