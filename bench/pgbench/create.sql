@@ -11,9 +11,9 @@ WITH t AS (
 	VALUES (:u, 'Bench task ' || :n, NULLIF(:nul, 'NULL'), :f, :prio, :tags, NULLIF(:nul, 'NULL')::timestamptz,
 		CASE WHEN :f::boolean THEN now() END)
 	RETURNING id, user_id, title, description, completed, priority, tags, due_date,
-	created_at, updated_at, completed_at, version),
+	created_at, updated_at, completed_at, version, recurrence, recurrence_start, next_task_id),
 counted AS (INSERT INTO task_counts AS c (user_id, slot, total, completed)
 	SELECT :u, id % 8, 1, completed::int FROM t
 	ON CONFLICT (user_id, slot) DO UPDATE SET total = c.total + 1, completed = c.completed + excluded.completed)
 SELECT id, user_id, title, description, completed, priority, tags, due_date,
-	created_at, updated_at, completed_at, version FROM t;
+	created_at, updated_at, completed_at, version, recurrence, recurrence_start, next_task_id FROM t;

@@ -7,6 +7,6 @@
 \set lim 21
 \startpipeline
 SELECT id, user_id, title, description, completed, priority, tags, due_date,
-	created_at, updated_at, completed_at, version FROM tasks WHERE user_id = :u ORDER BY created_at DESC, id DESC LIMIT :lim;
+	created_at, updated_at, completed_at, version, recurrence, recurrence_start, next_task_id FROM tasks WHERE user_id = :u ORDER BY created_at DESC, id DESC LIMIT :lim;
 SELECT coalesce(sum(total), 0)::bigint FROM task_counts WHERE user_id = :u;
 \endpipeline

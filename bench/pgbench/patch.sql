@@ -22,4 +22,4 @@ UPDATE tasks SET
 		(title, description, completed, priority, tags, due_date) THEN 1 ELSE 0 END
 	WHERE user_id = :u AND id = :tid AND (NULLIF(:nul, 'NULL')::bigint[] IS NULL OR version = ANY (NULLIF(:nul, 'NULL')::bigint[]))
 	RETURNING id, user_id, title, description, completed, priority, tags, due_date,
-	created_at, updated_at, completed_at, version;
+	created_at, updated_at, completed_at, version, recurrence, recurrence_start, next_task_id;

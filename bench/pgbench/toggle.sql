@@ -1,6 +1,7 @@
 -- The ceiling of PATCH /api/v1/tasks/{id}/complete with no body: the service's
--- BEGIN, lockTaskSQL, completeTaskSQL and COMMIT in one pipeline, as UpdateTask sends
--- them (lockedWrite), with toggle set and every other change unset.
+-- BEGIN, lockTaskSQL and completeTaskSQL in one pipeline, then COMMIT, as completeTask
+-- sends them (the bench's tasks recur not, so no successor is written between the two),
+-- with toggle set and every other change unset.
 -- NULL parameters are NULLIF(:nul, 'NULL'), see create.sql. The title, bound but unused
 -- since set_title is false, is '' in the service; pgbench cannot bind an empty string.
 \set u random(2, 1 + :nusers)
@@ -17,19 +18,21 @@ t AS (UPDATE tasks SET
 	priority = CASE WHEN :f THEN :prio::smallint ELSE priority END,
 	tags = CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text[] ELSE tags END,
 	due_date = CASE WHEN :f THEN NULLIF(:nul, 'NULL')::timestamptz ELSE due_date END,
+	recurrence = CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text ELSE recurrence END,
+	recurrence_start = CASE WHEN :f OR :f THEN (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::timestamptz ELSE due_date END) ELSE recurrence_start END,
 	completed_at = CASE WHEN NOT (CASE WHEN :t THEN NOT completed WHEN :f THEN :f::boolean ELSE completed END) THEN NULL
 		WHEN completed THEN completed_at ELSE now() END,
-	updated_at = CASE WHEN ((CASE WHEN :f THEN :title::text ELSE title END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text ELSE description END), (CASE WHEN :t THEN NOT completed WHEN :f THEN :f::boolean ELSE completed END), (CASE WHEN :f THEN :prio::smallint ELSE priority END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text[] ELSE tags END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::timestamptz ELSE due_date END)) IS DISTINCT FROM
-		(title, description, completed, priority, tags, due_date) THEN now() ELSE updated_at END,
-	version = version + CASE WHEN ((CASE WHEN :f THEN :title::text ELSE title END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text ELSE description END), (CASE WHEN :t THEN NOT completed WHEN :f THEN :f::boolean ELSE completed END), (CASE WHEN :f THEN :prio::smallint ELSE priority END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text[] ELSE tags END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::timestamptz ELSE due_date END)) IS DISTINCT FROM
-		(title, description, completed, priority, tags, due_date) THEN 1 ELSE 0 END
+	updated_at = CASE WHEN ((CASE WHEN :f THEN :title::text ELSE title END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text ELSE description END), (CASE WHEN :t THEN NOT completed WHEN :f THEN :f::boolean ELSE completed END), (CASE WHEN :f THEN :prio::smallint ELSE priority END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text[] ELSE tags END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::timestamptz ELSE due_date END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text ELSE recurrence END)) IS DISTINCT FROM
+		(title, description, completed, priority, tags, due_date, recurrence) THEN now() ELSE updated_at END,
+	version = version + CASE WHEN ((CASE WHEN :f THEN :title::text ELSE title END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text ELSE description END), (CASE WHEN :t THEN NOT completed WHEN :f THEN :f::boolean ELSE completed END), (CASE WHEN :f THEN :prio::smallint ELSE priority END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text[] ELSE tags END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::timestamptz ELSE due_date END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text ELSE recurrence END)) IS DISTINCT FROM
+		(title, description, completed, priority, tags, due_date, recurrence) THEN 1 ELSE 0 END
 	WHERE user_id = :u AND id = :tid AND (NULLIF(:nul, 'NULL')::bigint[] IS NULL OR version = ANY (NULLIF(:nul, 'NULL')::bigint[]))
 	RETURNING id, user_id, title, description, completed, priority, tags, due_date,
-	created_at, updated_at, completed_at, version),
+	created_at, updated_at, completed_at, version, recurrence, recurrence_start, next_task_id),
 counted AS (UPDATE task_counts SET completed = task_counts.completed + CASE WHEN t.completed THEN 1 ELSE -1 END
 	FROM t, prior WHERE task_counts.user_id = :u AND slot = t.id % 8 AND t.completed <> prior.was_completed)
 SELECT id, user_id, title, description, completed, priority, tags, due_date,
-	created_at, updated_at, completed_at, version FROM t;
-COMMIT;
+	created_at, updated_at, completed_at, version, recurrence, recurrence_start, next_task_id, prior.was_completed FROM t, prior;
 \endpipeline
+COMMIT;
 
