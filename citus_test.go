@@ -138,8 +138,12 @@ func TestCitusStatementsRouteToOneShard(t *testing.T) {
 		{"put", "PUT", path, `{"title":"replaced"}`, 200, nil, true, false},
 		{"toggle", "PATCH", path + "/complete", "", 200, nil, true, false},
 		{"stats", "GET", "/api/v1/tasks/stats", "", 200, nil, true, false},
+		{"complete a recurring task (its successor)", "PATCH", traced.taskPath(traced.createTask(token,
+			`{"title":"weekly","due_date":"2026-03-02T09:00:00Z","recurrence":"FREQ=WEEKLY"}`).ID) + "/complete", "", 200, nil, true, false},
+		{"mcp tool call", "POST", "/mcp", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add_task","arguments":{"title":"via mcp"}}}`,
+			200, header{"Accept": "application/json, text/event-stream"}, true, false},
 		{"delete", "DELETE", traced.taskPath(traced.createTask(token, `{"title":"gone"}`).ID), "", 204, nil, true, false},
-		{"mark all done", "PATCH", "/api/v1/tasks", `{"completed":true}`, 200, nil, true, false},
+		{"mark all done (a recurring task among them)", "PATCH", "/api/v1/tasks", `{"completed":true}`, 200, nil, true, false},
 		{"clear completed", "DELETE", "/api/v1/tasks?completed=true", "", 200, nil, true, false},
 		{"logout", "POST", "/api/v1/auth/logout", "", 204, nil, false, true},
 	}
