@@ -73,6 +73,22 @@ func (qp *queryParams) get(names ...string) (string, string) {
 	return "", ""
 }
 
+// boolean reads a true/false parameter: nil when absent or not a boolean (then an error
+// names it).
+func (qp *queryParams) boolean(name string) *bool {
+	s, n := qp.get(name)
+	switch strings.ToLower(s) {
+	case "":
+		return nil
+	case "true":
+		return ptr(true)
+	case "false":
+		return ptr(false)
+	}
+	qp.errs.add(n, "must be true or false")
+	return nil
+}
+
 // parseListQuery reads a list query. hackathon selects the section 6 variant: its
 // aliases, its limits, and offset instead of cursor.
 func parseListQuery(v url.Values, hackathon bool) (listQuery, fieldErrors) {
@@ -89,26 +105,8 @@ func parseListQuery(v url.Values, hackathon bool) (listQuery, fieldErrors) {
 		return []string{name}
 	}
 
-	if s, name := qp.get("completed"); name != "" {
-		switch strings.ToLower(s) {
-		case "true":
-			q.Completed = ptr(true)
-		case "false":
-			q.Completed = ptr(false)
-		default:
-			qp.errs.add(name, "must be true or false")
-		}
-	}
-	if s, name := qp.get("recurring"); name != "" {
-		switch strings.ToLower(s) {
-		case "true":
-			q.Recurring = ptr(true)
-		case "false":
-			q.Recurring = ptr(false)
-		default:
-			qp.errs.add(name, "must be true or false")
-		}
-	}
+	q.Completed = qp.boolean("completed")
+	q.Recurring = qp.boolean("recurring")
 	if s, name := qp.get("status"); name != "" {
 		var c *bool
 		switch s = strings.ToLower(s); {
