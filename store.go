@@ -734,7 +734,14 @@ var (
 	lockTaskSQL     = `SELECT FROM tasks WHERE user_id = $1 AND id = $2 FOR UPDATE`
 	updateTaskSQL   = bindNames(updateTaskTemplate, updateParams...)
 	completeTaskSQL = bindNames(completeTaskTemplate, updateParams...)
-	deleteTaskSQL   = bindNames(`WITH t AS (
+	// completeOneTripSQL is completeTaskSQL that leaves alone a task whose completion would
+	// need a successor (recurring, completed by this change, none yet): completeTask then
+	// takes the longer way for it, and every other completion keeps to one round trip.
+	completeOneTripSQL = bindNames(strings.Replace(completeTaskTemplate,
+		"WHERE user_id = @user_id AND id = @id AND ",
+		"WHERE user_id = @user_id AND id = @id AND NOT (recurrence IS NOT NULL AND next_task_id IS NULL AND NOT completed AND "+
+			newCompleted+") AND ", 1), updateParams...)
+	deleteTaskSQL = bindNames(`WITH t AS (
 		DELETE FROM tasks WHERE user_id = @user_id AND id = @id AND `+ifMatches+` RETURNING id, completed),
 	counted AS (UPDATE task_counts SET total = total - 1, completed = task_counts.completed - t.completed::int
 		FROM t WHERE task_counts.user_id = @user_id AND slot = t.`+taskSlot+`)
@@ -801,9 +808,37 @@ func isCheckViolation(err error) bool {
 // task locked, the change and its counters (completeTaskSQL), and, when it completes a
 // recurring task for the first time, the successor (createSuccessor). The transaction is
 // explicit (BEGIN in the batch) rather than the implicit one of a pipeline: Citus holds a
-// worker's row lock across statements only inside a transaction block. Two round trips:
-// the batch, then the successor if any and COMMIT.
+// worker's row lock across statements only inside a transaction block.
+//
+// Most completions need no successor and are sent as one round trip, COMMIT included,
+// with completeOneTripSQL; when that changes nothing (the task needs a successor, or is
+// missing, or its ETag is stale) the change is sent again the long way: the batch without
+// COMMIT, the successor computed here, then COMMIT.
 func (st *Store) completeTask(ctx context.Context, userID, id int64, args []any) (Task, error) {
+	var (
+		oneTrip pgx.Batch
+		t       Task
+		found   bool
+	)
+	oneTrip.Queue("BEGIN")
+	oneTrip.Queue(lockTaskSQL, userID, id)
+	oneTrip.Queue(completeOneTripSQL, args...).Query(func(rows pgx.Rows) error {
+		var was bool
+		for rows.Next() {
+			found = true
+			if err := rows.Scan(append(taskFields(&t), &was)...); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
+	oneTrip.Queue("COMMIT")
+	if err := st.pool.SendBatch(ctx, &oneTrip).Close(); err != nil {
+		return Task{}, err
+	}
+	if found {
+		return t, nil
+	}
 	conn, err := st.pool.Acquire(ctx)
 	if err != nil {
 		return Task{}, err
@@ -813,9 +848,7 @@ func (st *Store) completeTask(ctx context.Context, userID, id int64, args []any)
 	defer conn.Release()
 	var (
 		batch pgx.Batch
-		t     Task
 		was   bool
-		found bool
 	)
 	batch.Queue("BEGIN")
 	batch.Queue(lockTaskSQL, userID, id)

@@ -1,7 +1,7 @@
 -- The ceiling of PATCH /api/v1/tasks/{id}/complete with no body: the service's
--- BEGIN, lockTaskSQL and completeTaskSQL in one pipeline, then COMMIT, as completeTask
--- sends them (the bench's tasks recur not, so no successor is written between the two),
--- with toggle set and every other change unset.
+-- BEGIN, lockTaskSQL, completeOneTripSQL and COMMIT in one pipeline, as completeTask sends
+-- them for a task that needs no successor (the bench's tasks do not recur), with toggle
+-- set and every other change unset.
 -- NULL parameters are NULLIF(:nul, 'NULL'), see create.sql. The title, bound but unused
 -- since set_title is false, is '' in the service; pgbench cannot bind an empty string.
 \set u random(2, 1 + :nusers)
@@ -26,13 +26,13 @@ t AS (UPDATE tasks SET
 		(title, description, completed, priority, tags, due_date, recurrence) THEN now() ELSE updated_at END,
 	version = version + CASE WHEN ((CASE WHEN :f THEN :title::text ELSE title END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text ELSE description END), (CASE WHEN :t THEN NOT completed WHEN :f THEN :f::boolean ELSE completed END), (CASE WHEN :f THEN :prio::smallint ELSE priority END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text[] ELSE tags END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::timestamptz ELSE due_date END), (CASE WHEN :f THEN NULLIF(:nul, 'NULL')::text ELSE recurrence END)) IS DISTINCT FROM
 		(title, description, completed, priority, tags, due_date, recurrence) THEN 1 ELSE 0 END
-	WHERE user_id = :u AND id = :tid AND (NULLIF(:nul, 'NULL')::bigint[] IS NULL OR version = ANY (NULLIF(:nul, 'NULL')::bigint[]))
+	WHERE user_id = :u AND id = :tid AND NOT (recurrence IS NOT NULL AND next_task_id IS NULL AND NOT completed AND (CASE WHEN :t THEN NOT completed WHEN :f THEN :f::boolean ELSE completed END)) AND (NULLIF(:nul, 'NULL')::bigint[] IS NULL OR version = ANY (NULLIF(:nul, 'NULL')::bigint[]))
 	RETURNING id, user_id, title, description, completed, priority, tags, due_date,
 	created_at, updated_at, completed_at, version, recurrence, recurrence_start, next_task_id),
 counted AS (UPDATE task_counts SET completed = task_counts.completed + CASE WHEN t.completed THEN 1 ELSE -1 END
 	FROM t, prior WHERE task_counts.user_id = :u AND slot = t.id % 8 AND t.completed <> prior.was_completed)
 SELECT id, user_id, title, description, completed, priority, tags, due_date,
 	created_at, updated_at, completed_at, version, recurrence, recurrence_start, next_task_id, prior.was_completed FROM t, prior;
-\endpipeline
 COMMIT;
+\endpipeline
 
