@@ -170,7 +170,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		if ae.Code == "not_authenticated" {
 			h.Set("WWW-Authenticate", `Bearer`)
 		} else if ae.Code != "invalid_credentials" {
-			h.Set("WWW-Authenticate", bearerChallenge(ae.Code, ae.Detail))
+			h.Set("WWW-Authenticate", bearerChallenge(ae.Detail))
 		}
 		if info.resourceMetadata != "" && ae.Code != "invalid_credentials" {
 			sep := ", " // after the challenge's other parameters; a bare scheme takes a space

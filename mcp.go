@@ -330,24 +330,9 @@ var mcpToolFuncs = map[string]toolFunc{
 		if len(errs) > 0 {
 			return "", nil, invalidQuery(errs)
 		}
-		userID := principalFrom(ctx).UserID
-		if c := v.Get("cursor"); c != "" {
-			pos, err := s.auth.decodeCursor(userID, q, c)
-			if err != nil {
-				return "", nil, invalidQuery([]fieldError{{Field: "cursor", Message: "is not a cursor of this query"}})
-			}
-			q.After = pos
-		}
-		limit := q.Limit
-		q.Limit++
-		tasks, total, err := s.st.ListTasks(ctx, userID, q)
+		tasks, next, total, err := s.listPage(ctx, principalFrom(ctx).UserID, q, v.Get("cursor"))
 		if err != nil {
 			return "", nil, err
-		}
-		var next *string
-		if len(tasks) > limit {
-			tasks = tasks[:limit]
-			next = ptr(s.auth.encodeCursor(userID, q, tasks[limit-1]))
 		}
 		items := make([]json.RawMessage, len(tasks))
 		for i, t := range tasks {

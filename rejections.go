@@ -104,7 +104,7 @@ var refreshTokenRefused = &apiError{Status: http.StatusUnauthorized, Code: "inva
 // bearerChallenge is the WWW-Authenticate value of a refused token (RFC 6750 §3): the
 // description holds only the characters the RFC allows (no quote, no backslash, printable
 // ASCII), so that a configured issuer with odd characters cannot break the header.
-func bearerChallenge(code, detail string) string {
+func bearerChallenge(detail string) string {
 	d := []byte(detail)
 	for i, c := range d {
 		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {

@@ -816,14 +816,12 @@ func isCheckViolation(err error) bool {
 // COMMIT, the successor computed here, then COMMIT.
 func (st *Store) completeTask(ctx context.Context, userID, id int64, args []any) (Task, error) {
 	var (
-		oneTrip pgx.Batch
-		t       Task
-		found   bool
+		t          Task
+		was, found bool
 	)
-	oneTrip.Queue("BEGIN")
-	oneTrip.Queue(lockTaskSQL, userID, id)
-	oneTrip.Queue(completeOneTripSQL, args...).Query(func(rows pgx.Rows) error {
-		var was bool
+	// readCompleted reads the answer of completeTaskSQL or completeOneTripSQL: the task and
+	// whether it was completed before, if it was changed.
+	readCompleted := func(rows pgx.Rows) error {
 		for rows.Next() {
 			found = true
 			if err := rows.Scan(append(taskFields(&t), &was)...); err != nil {
@@ -831,13 +829,9 @@ func (st *Store) completeTask(ctx context.Context, userID, id int64, args []any)
 			}
 		}
 		return rows.Err()
-	})
-	oneTrip.Queue("COMMIT")
-	if err := st.pool.SendBatch(ctx, &oneTrip).Close(); err != nil {
-		return Task{}, err
 	}
-	if found {
-		return t, nil
+	if err := st.lockedWrite(ctx, userID, id, completeOneTripSQL, args, readCompleted); err != nil || found {
+		return t, err
 	}
 	conn, err := st.pool.Acquire(ctx)
 	if err != nil {
@@ -846,21 +840,10 @@ func (st *Store) completeTask(ctx context.Context, userID, id int64, args []any)
 	// A connection left inside a transaction (an error below) is closed on release, not
 	// reused.
 	defer conn.Release()
-	var (
-		batch pgx.Batch
-		was   bool
-	)
+	var batch pgx.Batch
 	batch.Queue("BEGIN")
 	batch.Queue(lockTaskSQL, userID, id)
-	batch.Queue(completeTaskSQL, args...).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			found = true
-			if err := rows.Scan(append(taskFields(&t), &was)...); err != nil {
-				return err
-			}
-		}
-		return rows.Err()
-	})
+	batch.Queue(completeTaskSQL, args...).Query(readCompleted)
 	if err := conn.SendBatch(ctx, &batch).Close(); err != nil {
 		return Task{}, err
 	}
@@ -880,6 +863,7 @@ func (st *Store) completeTask(ctx context.Context, userID, id int64, args []any)
 
 // querier is a connection or a transaction.
 type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
@@ -922,12 +906,7 @@ func createSuccessor(ctx context.Context, q querier, userID int64, t Task) (*int
 	if err != nil {
 		return nil, fmt.Errorf("create the next occurrence of task %d: %w", t.ID, err)
 	}
-	rows, err := q.Query(ctx, `UPDATE tasks SET next_task_id = $3 WHERE user_id = $1 AND id = $2`, userID, t.ID, succ.ID)
-	if err == nil {
-		rows.Close()
-		err = rows.Err()
-	}
-	if err != nil {
+	if _, err := q.Exec(ctx, `UPDATE tasks SET next_task_id = $3 WHERE user_id = $1 AND id = $2`, userID, t.ID, succ.ID); err != nil {
 		return nil, fmt.Errorf("link task %d to its next occurrence: %w", t.ID, err)
 	}
 	return &succ.ID, nil

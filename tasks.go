@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -452,33 +453,20 @@ func (s *Server) handleTaskList(w http.ResponseWriter, r *http.Request) error {
 		return invalidQuery(errs)
 	}
 	userID := principalFrom(r.Context()).UserID
-	if c := query.Get("cursor"); c != "" && pathUser == "" {
-		pos, err := s.auth.decodeCursor(userID, q, c)
+	if pathUser != "" { // a plain array; the total goes in a header
+		tasks, total, err := s.st.ListTasks(r.Context(), userID, q)
 		if err != nil {
-			return invalidQuery([]fieldError{{Field: "cursor", Message: "is not a cursor of this query"}})
+			return err
 		}
-		q.After = pos
+		w.Header().Set("X-Total-Count", strconv.FormatInt(total, 10))
+		body := appendTasks(make([]byte, 0, 64+512*len(tasks)), tasks, pathUser)
+		return writeJSONBody(w, http.StatusOK, append(body, '\n'))
 	}
-	limit := q.Limit
-	if pathUser == "" {
-		q.Limit++ // one more than asked tells whether a next page exists
-	}
-	tasks, total, err := s.st.ListTasks(r.Context(), userID, q)
+	tasks, next, total, err := s.listPage(r.Context(), userID, q, query.Get("cursor"))
 	if err != nil {
 		return err
 	}
-	body := make([]byte, 0, 64+512*len(tasks))
-	if pathUser != "" { // a plain array; the total goes in a header
-		w.Header().Set("X-Total-Count", strconv.FormatInt(total, 10))
-		body = appendTasks(body, tasks, pathUser)
-		return writeJSONBody(w, http.StatusOK, append(body, '\n'))
-	}
-	var next *string
-	if len(tasks) > limit {
-		tasks = tasks[:limit]
-		next = ptr(s.auth.encodeCursor(userID, q, tasks[limit-1]))
-	}
-	body = appendTasks(append(body, `{"items":`...), tasks, "")
+	body := appendTasks(append(make([]byte, 0, 64+512*len(tasks)), `{"items":`...), tasks, "")
 	body = append(body, `,"next_cursor":`...)
 	if next == nil {
 		body = append(body, "null"...)
@@ -488,6 +476,31 @@ func (s *Server) handleTaskList(w http.ResponseWriter, r *http.Request) error {
 	body = append(body, `,"total":`...)
 	body = strconv.AppendInt(body, total, 10)
 	return writeJSONBody(w, http.StatusOK, append(body, "}\n"...))
+}
+
+// listPage is one page of the user's tasks for q after the cursor (if any), the cursor
+// of the next page (nil on the last) and the total: what GET /api/v1/tasks and the
+// list_tasks tool answer. invalid_query for a cursor of another user or query.
+func (s *Server) listPage(ctx context.Context, userID int64, q listQuery, cursor string) ([]Task, *string, int64, error) {
+	if cursor != "" {
+		pos, err := s.auth.decodeCursor(userID, q, cursor)
+		if err != nil {
+			return nil, nil, 0, invalidQuery([]fieldError{{Field: "cursor", Message: "is not a cursor of this query"}})
+		}
+		q.After = pos
+	}
+	limit := q.Limit
+	q.Limit++ // one more than asked tells whether a next page exists
+	tasks, total, err := s.st.ListTasks(ctx, userID, q)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	var next *string
+	if len(tasks) > limit {
+		tasks = tasks[:limit]
+		next = ptr(s.auth.encodeCursor(userID, q, tasks[limit-1]))
+	}
+	return tasks, next, total, nil
 }
 
 // appendTasks appends tasks as a JSON array.
