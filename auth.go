@@ -224,6 +224,9 @@ type principal struct {
 	Subject string
 	// checkUser: the user's existence is still to be checked (local tokens).
 	checkUser bool
+	// Expires is when the token expires (leeway included): an event stream it opened
+	// ends then.
+	Expires time.Time
 }
 
 // peek is what is read from a token before its signature is checked, only to choose the
@@ -306,8 +309,8 @@ func (a *Authenticator) authenticateLocal(token string) (principal, error) {
 	}
 	// Whether the user still exists is asked by the request's first statement (see
 	// userCheck), not here: one round trip fewer per request.
-	p := principal{UserID: c.UserID, Subject: c.Subject, checkUser: true}
-	a.verified.put(token, p, c.ExpiresAt.Add(a.cfg.JWTLeeway))
+	p := principal{UserID: c.UserID, Subject: c.Subject, checkUser: true, Expires: c.ExpiresAt.Add(a.cfg.JWTLeeway)}
+	a.verified.put(token, p, p.Expires)
 	return p, nil
 }
 

@@ -152,7 +152,7 @@ func (ba *betterAuth) authenticate(ctx context.Context, st *Store, token string,
 	if err != nil {
 		return principal{}, err
 	}
-	return principal{UserID: id, Subject: sub}, nil
+	return principal{UserID: id, Subject: sub, Expires: c.ExpiresAt.Add(ba.leeway)}, nil
 }
 
 // claimText keeps a profile claim only if it is text that fits the users table, trimmed

@@ -4,6 +4,7 @@ package main
 // answers (and the requests that succeeded) against the document's schemas.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestOpenAPIExamplesMatchTheirSchemas: an example that breaks its own schema would teach
@@ -111,6 +113,8 @@ type oaReq struct {
 	method, target, body, token string
 	headers                     header
 	want                        int
+	// within ends the request after this long: an event stream answers until then.
+	within time.Duration
 }
 
 // send makes the request through env, checks the status, then the answer against the
@@ -118,7 +122,13 @@ type oaReq struct {
 func (c *oaConformance) send(env *testEnv, q oaReq) response {
 	t := c.t
 	t.Helper()
-	r := env.do(q.method, q.target, q.body, q.token, q.headers)
+	ctx := context.Background()
+	if q.within > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, q.within)
+		defer cancel()
+	}
+	r := env.doCtx(ctx, q.method, q.target, q.body, q.token, q.headers)
 	if q.want != 0 && r.Code != q.want {
 		t.Errorf("%s %s: got %d %s, want %d", q.method, q.target, r.Code, oaShort(r.Body.String()), q.want)
 		return r
@@ -385,11 +395,12 @@ func TestOpenAPIAnswersMatchTheDocument(t *testing.T) {
 	big := `{"title":"` + strings.Repeat("a", int(env.cfg.MaxBodyBytes)) + `"}`
 	wrongTypes := `{"title":5,"completed":"x","email":5,"password":5,"refresh_token":5,"name":5,"current_password":5,"new_password":5}`
 	for _, o := range doc.operations(t) {
-		if o.jsonRPC() {
+		if o.jsonRPC() || o.pattern() == "GET /api/v1/events" {
 			continue // below
 		}
 		valid := map[string]string{"id": id, "user_id": me}
-		hasBody := o.Method == "POST" || o.Method == "PUT" || o.Method == "PATCH"
+		// The event ticket's POST reads no body.
+		hasBody := (o.Method == "POST" || o.Method == "PUT" || o.Method == "PATCH") && o.pattern() != "POST /api/v1/events/ticket"
 		example := ""
 		if _, ok := doc.jsonBodySchema(t, o); ok {
 			example = doc.jsonBodyExample(t, o)
@@ -446,6 +457,32 @@ func TestOpenAPIAnswersMatchTheDocument(t *testing.T) {
 	send(oaReq{method: "POST", target: "/mcp", token: token, want: 415, headers: header{"Content-Type": "text/plain"}, body: `{}`})
 	send(oaReq{method: "GET", target: "/.well-known/oauth-protected-resource", want: 200})
 	send(oaReq{method: "GET", target: "/.well-known/oauth-protected-resource/mcp", want: 200})
+
+	// The event stream answers until the client goes: each request here ends after a while.
+	stream := func(q oaReq) response { q.method, q.within = "GET", 300*time.Millisecond; return send(q) }
+	stream(oaReq{target: "/api/v1/events", want: 401})
+	stream(oaReq{target: "/api/v1/events?ticket=1.unknown", want: 401})
+	stream(oaReq{target: "/api/v1/events", token: token, want: 200})
+	stream(oaReq{target: "/api/v1/events?last_event_id=x", token: token, want: 400})
+	var tk struct{ Ticket string }
+	send(oaReq{method: "POST", target: "/api/v1/events/ticket", token: token, want: 200}).json(&tk)
+	stream(oaReq{target: "/api/v1/events?ticket=" + url.QueryEscape(tk.Ticket), want: 200})
+	oneStream := newTestEnv(t, func(c *Config) { c.EventsMaxPerUser = 1 })
+	oneToken, _ := oneStream.registerUser("one-stream@example.com")
+	held, release := context.WithCancel(context.Background())
+	heldDone := make(chan struct{})
+	go func() {
+		defer close(heldDone)
+		oneStream.doCtx(held, "GET", "/api/v1/events", "", oneToken)
+	}()
+	for deadline := time.Now().Add(5 * time.Second); oneStream.srv.events.open.Load() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the held stream did not open")
+		}
+	}
+	c.send(oneStream, oaReq{method: "GET", target: "/api/v1/events", token: oneToken, want: 429, within: 300 * time.Millisecond})
+	release()
+	<-heldDone
 
 	// The bulk routes last: they change every matching task.
 	send(oaReq{method: "PATCH", target: "/api/v1/tasks?tag=docs", token: token, want: 200, body: `{"completed":true}`})

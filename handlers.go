@@ -28,6 +28,7 @@ type Server struct {
 	st      *Store
 	auth    *Authenticator
 	limits  *rateLimits
+	events  *eventHub
 	handler http.Handler
 	routed  []string // every pattern registered, in order (see route)
 	metrics *metrics // served on METRICS_ADDR; nil records nothing
@@ -39,6 +40,7 @@ type Server struct {
 func NewServer(log *slog.Logger, cfg Config, st *Store, auth *Authenticator) *Server {
 	s := &Server{log: log, cfg: cfg, st: st, auth: auth, limits: newRateLimits(cfg, st),
 		rejections: newRejectionLog(log)}
+	s.events = newEventHub(st, log, cfg)
 	mux := http.NewServeMux()
 	s.routes(mux)
 	s.metrics = newMetrics(s)
@@ -78,6 +80,10 @@ func (s *Server) routes(mux *http.ServeMux) {
 	s.route(mux, "PUT /api/{user_id}/tasks/{id}", s.authed(s.handleTaskUpdate))
 	s.route(mux, "DELETE /api/{user_id}/tasks/{id}", s.authed(s.handleTaskDelete))
 	s.route(mux, "PATCH /api/{user_id}/tasks/{id}/complete", s.authed(s.handleTaskComplete))
+
+	// Section 8: the change feed.
+	s.route(mux, "GET /api/v1/events", s.handle(s.handleEvents))
+	s.route(mux, "POST /api/v1/events/ticket", s.authed(s.handleEventTicket))
 
 	// Section 11: the MCP endpoint and the document that tells its clients where tokens
 	// come from.
@@ -234,7 +240,7 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 }
 
 var (
-	corsAllowHeaders = "Authorization, Content-Type, If-Match, If-None-Match, Idempotency-Key, X-Request-ID"
+	corsAllowHeaders = "Authorization, Content-Type, If-Match, If-None-Match, Idempotency-Key, Last-Event-ID, X-Request-ID"
 	corsExpose       = "ETag, Location, Retry-After, X-Request-ID, X-Total-Count"
 	corsMethods      = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 )

@@ -328,11 +328,17 @@ type header map[string]string
 // headers name another Content-Type.
 func (e *testEnv) do(method, path, body, token string, headers ...header) response {
 	e.t.Helper()
+	return e.doCtx(context.Background(), method, path, body, token, headers...)
+}
+
+// doCtx is do under ctx: the request ends when ctx does.
+func (e *testEnv) doCtx(ctx context.Context, method, path, body, token string, headers ...header) response {
+	e.t.Helper()
 	var rdr io.Reader
 	if body != "" {
 		rdr = strings.NewReader(body)
 	}
-	req := httptest.NewRequest(method, path, rdr)
+	req := httptest.NewRequestWithContext(ctx, method, path, rdr)
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -85,7 +85,12 @@ type Config struct {
 	RateLimitIPv6Prefix int
 	// ToolCallsPerMinute is each user's budget of MCP tool calls.
 	ToolCallsPerMinute int
-	MaxBodyBytes       int64
+	// The change feed: how long events are kept, and the caps on open streams per user
+	// and per replica.
+	EventsRetention  time.Duration
+	EventsMaxPerUser int
+	EventsMaxStreams int
+	MaxBodyBytes     int64
 
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
@@ -175,6 +180,8 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	c.RegistersPerMinute = intVar("REGISTER_RATE_LIMIT", 10, 1, 1_000_000)
 	c.RateLimitIPv6Prefix = intVar("RATE_LIMIT_IPV6_PREFIX", 64, 32, 128)
 	c.ToolCallsPerMinute = intVar("MCP_RATE_LIMIT", 120, 1, 1_000_000)
+	c.EventsMaxPerUser = intVar("EVENTS_MAX_PER_USER", 10, 1, 10_000)
+	c.EventsMaxStreams = intVar("EVENTS_MAX_STREAMS", 10_000, 1, 1_000_000)
 	c.HashConcurrency = intVar("HASH_CONCURRENCY", defaultHashConcurrency(runtime.GOMAXPROCS(0)), 1, 1024)
 	c.JWTAccessTTL = durVar("JWT_ACCESS_TTL", 15*time.Minute)
 	c.JWTRefreshTTL = durVar("JWT_REFRESH_TTL", 30*24*time.Hour)
@@ -186,6 +193,10 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	c.IdleTimeout = durVar("IDLE_TIMEOUT", 120*time.Second)
 	c.ShutdownTimeout = durVar("SHUTDOWN_TIMEOUT", 15*time.Second)
 	c.QueryTimeout = durVar("QUERY_TIMEOUT", 3*time.Second)
+	c.EventsRetention = durVar("EVENTS_RETENTION", 24*time.Hour)
+	if c.EventsRetention < 24*time.Hour {
+		bad("EVENTS_RETENTION", "must be at least 24h (the contract keeps events a day)")
+	}
 	if c.ReadHeaderTimeout > 10*time.Second {
 		bad("READ_HEADER_TIMEOUT", "must be at most 10s")
 	}
@@ -356,6 +367,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}
 	}
 	go cleanRateLimits(ctx, st, log)
+	// The change feed's listener and clean-up run beside the server; the listener is
+	// waited for, so that its connection is closed before the pool.
+	background := make(chan struct{})
+	go func() {
+		defer close(background)
+		srv.events.run(ctx)
+	}()
+	go cleanEvents(ctx, st, log, cfg.EventsRetention)
 	newServer := func(h http.Handler) *http.Server {
 		return &http.Server{
 			Handler:           h,
@@ -369,6 +388,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}
 	}
 	hs := newServer(srv)
+	hs.RegisterOnShutdown(srv.events.shutdown)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- hs.Serve(ln) }()
 	var ms *http.Server
@@ -406,8 +426,27 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			ms.Close()
 		}
 	}
+	<-background
 	log.Info("stopped")
 	return nil
+}
+
+// cleanEvents deletes the change feed's events older than the retention, and used-up
+// tickets, every few minutes in bounded batches (Store.CleanEvents). Every replica runs
+// it; two deleting the same rows delete them once.
+func cleanEvents(ctx context.Context, st *Store, log *slog.Logger, retention time.Duration) {
+	tick := time.NewTicker(5 * time.Minute)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if _, err := st.CleanEvents(ctx, time.Now().Add(-retention-eventsRetentionSlack), 1000, 1000); err != nil && ctx.Err() == nil {
+				log.Warn("clean events", "error", err.Error())
+			}
+		}
+	}
 }
 
 // logFlushInterval bounds how late a log line reaches stdout.

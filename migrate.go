@@ -100,6 +100,9 @@ var citusTables = []struct{ name, column, colocate string }{
 	{"refresh_tokens", "user_id", "tasks"},
 	{"idempotency_keys", "user_id", "tasks"},
 	{"task_counts", "user_id", "tasks"},
+	{"events", "user_id", "tasks"},
+	{"event_seqs", "user_id", "tasks"},
+	{"event_tickets", "user_id", "tasks"},
 	{"rate_limits", "key", "none"},
 }
 

@@ -290,6 +290,9 @@ func (st *Store) DeleteUser(ctx context.Context, id int64) error {
 			`DELETE FROM task_counts WHERE user_id = $1`, // after the tasks: the writers' lock order
 			`DELETE FROM refresh_tokens WHERE user_id = $1`,
 			`DELETE FROM idempotency_keys WHERE user_id = $1`,
+			`DELETE FROM events WHERE user_id = $1`,
+			`DELETE FROM event_seqs WHERE user_id = $1`,
+			`DELETE FROM event_tickets WHERE user_id = $1`,
 		} {
 			if _, err := tx.Exec(ctx, q, id); err != nil {
 				return err
@@ -299,6 +302,11 @@ func (st *Store) DeleteUser(ctx context.Context, id int64) error {
 		if err == nil && tag.RowsAffected() == 0 {
 			return notFound("user")
 		}
+		if err != nil {
+			return err
+		}
+		// Ends the user's streams on every replica (events.go).
+		_, err = tx.Exec(ctx, notifySQL, strconv.FormatInt(id, 10)+accountGone)
 		return err
 	})
 }
@@ -535,15 +543,29 @@ func collectTask(rows pgx.Rows, err error) (Task, error) {
 // statement: Citus refuses a non-immutable function inside CASE in the UPDATE of a
 // distributed table, and one clock for a task's created_at and its later updated_at keeps
 // them ordered.
-var insertTaskSQL = bindNames(`WITH t AS (
+//
+// insertTaskSQL records the task.created event; insertTaskQuietSQL leaves it to the end of
+// its transaction (store_events.go).
+var (
+	insertTaskSQL      = insertTask(true)
+	insertTaskQuietSQL = insertTask(false)
+)
+
+func insertTask(record bool) string {
+	events := ""
+	if record {
+		events = ", " + eventsCTE("@user_id::bigint", "@now::timestamptz", "t", eventCreated, "true", "counted")
+	}
+	return bindNames(`WITH t AS (
 		INSERT INTO tasks (user_id, title, description, completed, priority, tags, due_date,
 			created_at, updated_at, completed_at, recurrence, recurrence_start)
 		VALUES (@user_id, @title, @description, @completed, @priority, @tags, @due_date,
 			@now, @now, CASE WHEN @completed::boolean THEN @now::timestamptz END, @recurrence, @recurrence_start)
 		RETURNING `+taskColumns+`),
-	counted AS (`+countCreated+`)
+	counted AS (`+countCreated+`)`+events+`
 	SELECT `+taskColumns+` FROM t`,
-	"user_id", "title", "description", "completed", "priority", "tags", "due_date", "now", "recurrence", "recurrence_start")
+		"user_id", "title", "description", "completed", "priority", "tags", "due_date", "now", "recurrence", "recurrence_start")
+}
 
 // The task counters (migrations/003_task_counts.sql) move in the statement that moves the
 // tasks, as a data-modifying WITH that PostgreSQL runs exactly once whether or not the
@@ -560,7 +582,8 @@ const (
 	taskSlot     = `id % 8`
 	countCreated = `INSERT INTO task_counts AS c (user_id, slot, total, completed)
 		SELECT @user_id, ` + taskSlot + `, 1, completed::int FROM t
-		ON CONFLICT (user_id, slot) DO UPDATE SET total = c.total + 1, completed = c.completed + excluded.completed`
+		ON CONFLICT (user_id, slot) DO UPDATE SET total = c.total + 1, completed = c.completed + excluded.completed
+		RETURNING 1`
 )
 
 // insertTaskArgs binds a new task; a recurring one starts its series at its due date.
@@ -591,7 +614,11 @@ var namedParam = regexp.MustCompile(`@[a-z_]+`)
 func (st *Store) CreateTask(ctx context.Context, userID int64, c taskChange) (Task, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
-	t, err := collectTask(st.pool.Query(ctx, insertTaskSQL, insertTaskArgs(userID, c)...))
+	var t Task
+	err := st.write(ctx, userID, nil, insertTaskSQL, insertTaskArgs(userID, c), func(rows pgx.Rows) (err error) {
+		t, err = collectTask(rows, nil)
+		return err
+	})
 	if isForeignKeyViolation(err) {
 		err = st.miss(ctx, err)
 	}
@@ -650,9 +677,11 @@ func (st *Store) CreateTaskOnce(ctx context.Context, userID int64, key string, r
 		if ans, err = render(t); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE idempotency_keys SET status = $3, response = $4
-			WHERE user_id = $1 AND key = $2`, userID, key, ans.Status, ans.Body)
-		return err
+		if _, err = tx.Exec(ctx, `UPDATE idempotency_keys SET status = $3, response = $4
+			WHERE user_id = $1 AND key = $2`, userID, key, ans.Status, ans.Body); err != nil {
+			return err
+		}
+		return notify(ctx, tx, userID)
 	})
 	return ans, err
 }
@@ -709,7 +738,7 @@ const (
 	// whether the task was completed, which RETURNING cannot tell once the row is updated.
 	// That is only right if no other write changes the row between the statement's
 	// snapshot and its UPDATE, so UpdateTask first locks the row in a statement of its own,
-	// in the same transaction (lockedWrite): this statement's snapshot is then taken once
+	// in the same transaction (write): this statement's snapshot is then taken once
 	// no one else can change the row. Locking inside this statement is not enough: a
 	// statement that waited reads the counter rows and the task as of its older snapshot
 	// where PostgreSQL re-reads them for a concurrent change (measured: a toggle that
@@ -720,8 +749,17 @@ const (
 	t AS (` + updateTaskTemplate + `),
 	counted AS (UPDATE task_counts SET completed = task_counts.completed + CASE WHEN t.completed THEN 1 ELSE -1 END
 		FROM t, prior WHERE task_counts.user_id = @user_id AND slot = t.` + taskSlot + `
-			AND t.completed <> prior.was_completed)
+			AND t.completed <> prior.was_completed
+		RETURNING 1)`
+	completeTaskAnswer = `
 	SELECT ` + taskColumns + `, prior.was_completed FROM t, prior`
+)
+
+// A write records task.updated only when it changed the task: updated_at then holds this
+// write's clock.
+var (
+	updateEvents   = eventsCTE("@user_id::bigint", "@now::timestamptz", "t", eventUpdated, `t.updated_at = @now::timestamptz`, "")
+	completeEvents = eventsCTE("@user_id::bigint", "@now::timestamptz", "t", eventUpdated, `t.updated_at = @now::timestamptz`, "counted")
 )
 
 // updateParams names the parameters of the update statements, in the order UpdateTask
@@ -731,35 +769,43 @@ var updateParams = []string{"user_id", "id", "if_match",
 	"set_priority", "priority", "set_tags", "tags", "set_due_date", "due_date", "now", "set_recurrence", "recurrence"}
 
 var (
-	lockTaskSQL     = `SELECT FROM tasks WHERE user_id = $1 AND id = $2 FOR UPDATE`
-	updateTaskSQL   = bindNames(updateTaskTemplate, updateParams...)
-	completeTaskSQL = bindNames(completeTaskTemplate, updateParams...)
+	lockTaskSQL   = `SELECT FROM tasks WHERE user_id = $1 AND id = $2 FOR UPDATE`
+	updateTaskSQL = bindNames(`WITH t AS (`+updateTaskTemplate+`), `+updateEvents+`
+	SELECT `+taskColumns+` FROM t`, updateParams...)
+	// completeTaskSQL is the first statement of a completion's transaction of several,
+	// which records its events at its end.
+	completeTaskSQL = bindNames(completeTaskTemplate+completeTaskAnswer, updateParams...)
 	// completeOneTripSQL is completeTaskSQL that leaves alone a task whose completion would
 	// need a successor (recurring, completed by this change, none yet): completeTask then
 	// takes the longer way for it, and every other completion keeps to one round trip.
 	completeOneTripSQL = bindNames(strings.Replace(completeTaskTemplate,
 		"WHERE user_id = @user_id AND id = @id AND ",
 		"WHERE user_id = @user_id AND id = @id AND NOT (recurrence IS NOT NULL AND next_task_id IS NULL AND NOT completed AND "+
-			newCompleted+") AND ", 1), updateParams...)
+			newCompleted+") AND ", 1)+", "+completeEvents+completeTaskAnswer, updateParams...)
 	deleteTaskSQL = bindNames(`WITH t AS (
 		DELETE FROM tasks WHERE user_id = @user_id AND id = @id AND `+ifMatches+` RETURNING id, completed),
 	counted AS (UPDATE task_counts SET total = total - 1, completed = task_counts.completed - t.completed::int
-		FROM t WHERE task_counts.user_id = @user_id AND slot = t.`+taskSlot+`)
+		FROM t WHERE task_counts.user_id = @user_id AND slot = t.`+taskSlot+` RETURNING 1), `+
+		eventsCTE("@user_id::bigint", "@now::timestamptz", "t", eventDeleted, "true", "counted")+`
 	SELECT count(*) FROM t`,
-		"user_id", "id", "if_match")
+		"user_id", "id", "if_match", "now")
 )
 
-// lockedWrite sends, in one round trip, a transaction that locks the user's task and then
-// runs sql, whose result read reads. The transaction is explicit (BEGIN … COMMIT in the
-// batch) rather than the implicit one of a pipeline: Citus holds a worker's row lock
-// across statements only inside a transaction block, and without one the lock would end
-// with its own statement. A statement that fails leaves the connection in a failed
-// transaction, which the pool then closes rather than reuses.
-func (st *Store) lockedWrite(ctx context.Context, userID, id int64, sql string, args []any, read func(pgx.Rows) error) error {
+// write sends, in one round trip, a transaction that locks the user's task lock (when
+// not nil), runs sql, whose result read reads, and sends the change feed's notice
+// (store_events.go). The transaction is explicit (BEGIN … COMMIT in the batch) rather
+// than the implicit one of a pipeline: Citus holds a worker's row lock across statements
+// only inside a transaction block, and without one the lock would end with its own
+// statement. A statement that fails leaves the connection in a failed transaction, which
+// the pool then closes rather than reuses.
+func (st *Store) write(ctx context.Context, userID int64, lock *int64, sql string, args []any, read func(pgx.Rows) error) error {
 	var batch pgx.Batch
 	batch.Queue("BEGIN")
-	batch.Queue(lockTaskSQL, userID, id)
+	if lock != nil {
+		batch.Queue(lockTaskSQL, userID, *lock)
+	}
 	batch.Queue(sql, args...).Query(read)
+	batch.Queue(notifySQL, strconv.FormatInt(userID, 10))
 	batch.Queue("COMMIT")
 	return st.pool.SendBatch(ctx, &batch).Close()
 }
@@ -781,7 +827,10 @@ func (st *Store) UpdateTask(ctx context.Context, userID, id int64, c taskChange,
 	if c.Toggle || c.SetCompleted {
 		t, err = st.completeTask(ctx, userID, id, args)
 	} else {
-		t, err = collectTask(st.pool.Query(ctx, updateTaskSQL, args...))
+		err = st.write(ctx, userID, nil, updateTaskSQL, args, func(rows pgx.Rows) (err error) {
+			t, err = collectTask(rows, nil)
+			return err
+		})
 	}
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -830,7 +879,7 @@ func (st *Store) completeTask(ctx context.Context, userID, id int64, args []any)
 		}
 		return rows.Err()
 	}
-	if err := st.lockedWrite(ctx, userID, id, completeOneTripSQL, args, readCompleted); err != nil || found {
+	if err := st.write(ctx, userID, &id, completeOneTripSQL, args, readCompleted); err != nil || found {
 		return t, err
 	}
 	conn, err := st.pool.Acquire(ctx)
@@ -847,10 +896,20 @@ func (st *Store) completeTask(ctx context.Context, userID, id int64, args []any)
 	if err := conn.SendBatch(ctx, &batch).Close(); err != nil {
 		return Task{}, err
 	}
+	var events eventChanges
 	if found && t.Completed && !was && t.Recurrence != nil && t.NextTaskID == nil {
 		if t.NextTaskID, err = createSuccessor(ctx, conn, userID, t); err != nil {
 			return Task{}, err
 		}
+		if t.NextTaskID != nil {
+			events.add(*t.NextTaskID, eventCreated)
+		}
+	}
+	if found {
+		events.add(t.ID, eventUpdated)
+	}
+	if err := events.record(ctx, conn, userID); err != nil {
+		return Task{}, err
 	}
 	if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
 		return Task{}, err
@@ -901,7 +960,7 @@ func createSuccessor(ctx context.Context, q querier, userID int64, t Task) (*int
 		nextRule = countInRule.ReplaceAllString(nextRule, "COUNT="+strconv.Itoa(rule.count-1))
 	}
 	next = next.UTC()
-	succ, err := collectTask(q.Query(ctx, insertTaskSQL, userID, t.Title, t.Description, false, t.Priority, t.Tags,
+	succ, err := collectTask(q.Query(ctx, insertTaskQuietSQL, userID, t.Title, t.Description, false, t.Priority, t.Tags,
 		&next, time.Now(), &nextRule, start))
 	if err != nil {
 		return nil, fmt.Errorf("create the next occurrence of task %d: %w", t.ID, err)
@@ -938,7 +997,7 @@ func (st *Store) DeleteTask(ctx context.Context, userID, id int64, ifMatch []int
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
 	var deleted int64
-	err := st.lockedWrite(ctx, userID, id, deleteTaskSQL, []any{userID, id, ifMatch}, func(rows pgx.Rows) error {
+	err := st.write(ctx, userID, &id, deleteTaskSQL, []any{userID, id, ifMatch, time.Now()}, func(rows pgx.Rows) error {
 		var err error
 		deleted, err = pgx.CollectExactlyOneRow(rows, pgx.RowTo[int64])
 		return err
@@ -1102,8 +1161,9 @@ func (st *Store) DeleteCompletedTasks(ctx context.Context, userID int64, f taskF
 	var b sqlArgs
 	b.add("WITH t AS (DELETE FROM tasks")
 	user := lockMatching(&b, userID, f, "completed")
-	b.add(" RETURNING id), " + countBulk(user, "total = total - n, completed = completed - n") + " FROM t")
-	return st.bulkWrite(ctx, "delete completed tasks", b)
+	b.add(" RETURNING id), " + countBulk(user, "total = total - n, completed = completed - n") + ", " +
+		eventsCTE(user, b.arg(time.Now())+"::timestamptz", "t", eventDeleted, "true", "counted") + " SELECT count(*) FROM t")
+	return st.bulkWrite(ctx, userID, "delete completed tasks", b)
 }
 
 // SetTasksCompleted sets completed on every task of the user matching f, and counts the
@@ -1115,31 +1175,41 @@ func (st *Store) SetTasksCompleted(ctx context.Context, userID int64, f taskFilt
 	b.add("WITH t AS (UPDATE tasks SET completed = " + done + ", completed_at = CASE WHEN " + done + " THEN " + now + " END, " +
 		"updated_at = " + now + ", version = version + 1")
 	user := lockMatching(&b, userID, f, "completed <> "+done)
-	b.add(" RETURNING id, recurrence IS NOT NULL AND next_task_id IS NULL AS needs_next), " +
-		countBulk(user, "completed = completed + CASE WHEN "+done+" THEN n ELSE -n END"))
 	if !completed {
-		b.add(" FROM t")
-		return st.bulkWrite(ctx, "set tasks completed", b)
+		b.add(" RETURNING " + taskColumns + "), " +
+			countBulk(user, "completed = completed + CASE WHEN "+done+" THEN n ELSE -n END") + ", " +
+			eventsCTE(user, now, "t", eventUpdated, "true", "counted") + " SELECT count(*) FROM t")
+		return st.bulkWrite(ctx, userID, "set tasks completed", b)
 	}
-	b.add(", coalesce(array_agg(id ORDER BY id) FILTER (WHERE needs_next), '{}') FROM t")
+	b.add(" RETURNING id, recurrence IS NOT NULL AND next_task_id IS NULL AS needs_next), " +
+		countBulk(user, "completed = completed + CASE WHEN "+done+" THEN n ELSE -n END") +
+		" SELECT count(*), coalesce(array_agg(id ORDER BY id), '{}'), coalesce(array_agg(id ORDER BY id) FILTER (WHERE needs_next), '{}') FROM t")
 	// Marking tasks done completes recurring ones too: each gets its successor in the
-	// same transaction, which holds their row locks.
+	// same transaction, which holds their row locks; the events come last (store_events.go).
 	var n int64
 	err := st.inTx(ctx, "set tasks completed", func(tx pgx.Tx) error {
-		var recurring []int64
-		if err := tx.QueryRow(ctx, b.sql.String(), b.args...).Scan(&n, &recurring); err != nil {
+		var changed, recurring []int64
+		if err := tx.QueryRow(ctx, b.sql.String(), b.args...).Scan(&n, &changed, &recurring); err != nil {
 			return err
 		}
+		var events eventChanges
 		for _, id := range recurring {
 			t, err := collectTask(tx.Query(ctx, `SELECT `+taskColumns+` FROM tasks WHERE user_id = $1 AND id = $2`, userID, id))
 			if err != nil {
 				return err
 			}
-			if _, err := createSuccessor(ctx, tx, userID, t); err != nil {
+			next, err := createSuccessor(ctx, tx, userID, t)
+			if err != nil {
 				return err
 			}
+			if next != nil {
+				events.add(*next, eventCreated)
+			}
 		}
-		return nil
+		for _, id := range changed {
+			events.add(id, eventUpdated)
+		}
+		return events.record(ctx, tx, userID)
 	})
 	if err != nil {
 		return 0, err
@@ -1170,22 +1240,26 @@ func lockMatching(b *sqlArgs, userID int64, f taskFilter, cond string) (user str
 
 // countBulk ends a bulk write whose WITH t holds the id of each task changed: each of the
 // user's counter rows moves by n, the number of them in its slot (set by the caller's
-// assignment), and the statement answers how many changed. The counter rows are locked in
-// slot order by the subquery before the UPDATE reaches them. user is the user's
-// placeholder.
+// assignment). The counter rows are locked in slot order by the subquery before the
+// UPDATE reaches them. user is the user's placeholder.
 func countBulk(user, set string) string {
 	return "counted AS (UPDATE task_counts SET " + set + " FROM (SELECT c.slot AS changed_slot, g.n FROM task_counts c" +
 		" JOIN (SELECT " + taskSlot + " AS slot, count(*) AS n FROM t GROUP BY 1) AS g ON g.slot = c.slot" +
 		" WHERE c.user_id = " + user + " ORDER BY c.slot FOR UPDATE OF c) AS changed" +
-		" WHERE user_id = " + user + " AND slot = changed_slot) SELECT count(*)"
+		" WHERE user_id = " + user + " AND slot = changed_slot RETURNING 1)"
 }
 
-// bulkWrite runs a statement built by DeleteCompletedTasks or SetTasksCompleted.
-func (st *Store) bulkWrite(ctx context.Context, op string, b sqlArgs) (int64, error) {
+// bulkWrite runs a statement built by DeleteCompletedTasks or SetTasksCompleted, which
+// answers how many tasks it changed.
+func (st *Store) bulkWrite(ctx context.Context, userID int64, op string, b sqlArgs) (int64, error) {
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
 	var n int64
-	if err := st.pool.QueryRow(ctx, b.sql.String(), b.args...).Scan(&n); err != nil {
+	err := st.write(ctx, userID, nil, b.sql.String(), b.args, func(rows pgx.Rows) (err error) {
+		n, err = pgx.CollectExactlyOneRow(rows, pgx.RowTo[int64])
+		return err
+	})
+	if err != nil {
 		return 0, fmt.Errorf("%s: %w", op, err)
 	}
 	if n == 0 {

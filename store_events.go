@@ -1,0 +1,259 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The change feed's SQL (contract §8, migrations/007_events.sql).
+//
+// Recording. A task write records its events in the statement that changes the tasks, as
+// the WITH items eventsCTE returns: the user's event_seqs row moves by the number of
+// events, and the events take the ids below its new value. That row stays locked until the
+// write commits, so the next write of the same user numbers its events only once this one
+// is visible: ids increase in commit order, without gaps. The lock comes last in every
+// statement (after the tasks' and the counters' own, see lockMatching), and a transaction
+// of several statements records its events in its last one (recordEventsSQL), so that no
+// write waits for a lock while it holds the user's sequence.
+//
+// Pushing. The transaction also sends pg_notify(eventsChannel, user id) from the
+// coordinator (notifySQL), which PostgreSQL delivers to every replica's listener when it
+// commits, and never if it does not. The notice says only "this user has new events":
+// a replica with streams of that user reads them from events (ReadEvents), so a notice
+// lost while a listener was away costs nothing that the next read does not find.
+
+const eventsChannel = "todo_events"
+
+// notifySQL names no table: on Citus it runs on the coordinator, where the listeners are.
+const notifySQL = `SELECT pg_notify('` + eventsChannel + `', $1)`
+
+// Event types of the feed.
+const (
+	eventCreated = "task.created"
+	eventUpdated = "task.updated"
+	eventDeleted = "task.deleted"
+)
+
+// eventsCTE returns the WITH items that record one event of type typ for each row of the
+// WITH item src that satisfies cond, numbered in id order: payload is the row as JSON
+// (src has taskColumns) or, for a deletion, its id. user and now are the statement's
+// placeholders for the user and the service's clock. after, when set, names the WITH item
+// that moves the counters, which must have taken its row locks before the sequence's:
+// PostgreSQL runs the data-modifying WITH items that nothing reads in an order of its own
+// (measured: the last written first), so the order is made by reading it.
+func eventsCTE(user, now, src, typ, cond, after string) string {
+	payload := `to_jsonb(` + src + `)`
+	if typ == eventDeleted {
+		payload = `jsonb_build_object('id', ` + src + `.id)`
+	}
+	if after != "" {
+		cond += ` AND (SELECT count(*) FROM ` + after + `) >= 0`
+	}
+	return `ev_src AS (SELECT row_number() OVER (ORDER BY ` + src + `.id) AS n, ` + payload + ` AS payload
+		FROM ` + src + ` WHERE ` + cond + `),
+	ev_seq AS (INSERT INTO event_seqs AS s (user_id, last_id) SELECT ` + user + `, count(*) FROM ev_src HAVING count(*) > 0
+		ON CONFLICT (user_id) DO UPDATE SET last_id = s.last_id + excluded.last_id RETURNING last_id),
+	ev AS (INSERT INTO events (user_id, id, type, payload, created_at)
+		SELECT ` + user + `, ev_seq.last_id - (SELECT count(*) FROM ev_src) + ev_src.n, '` + typ + `', ev_src.payload, ` + now + `
+		FROM ev_src, ev_seq)`
+}
+
+// recordEventsSQL records, as the last statement of a transaction of several, an event per
+// (id, type) pair in the order given, from the tasks as the transaction left them.
+var recordEventsSQL = `WITH changes AS (
+		SELECT c.id, c.type, c.ord FROM unnest($2::bigint[], $3::text[]) WITH ORDINALITY AS c (id, type, ord)),
+	cur AS (SELECT ` + taskColumns + ` FROM tasks WHERE user_id = $1 AND id = ANY ($2::bigint[])),
+	ev_src AS (SELECT row_number() OVER (ORDER BY changes.ord) AS n, changes.type,
+			CASE WHEN changes.type = '` + eventDeleted + `' THEN jsonb_build_object('id', changes.id) ELSE to_jsonb(cur) END AS payload
+		FROM changes LEFT JOIN cur ON cur.id = changes.id
+		WHERE changes.type = '` + eventDeleted + `' OR cur.id IS NOT NULL),
+	ev_seq AS (INSERT INTO event_seqs AS s (user_id, last_id) SELECT $1, count(*) FROM ev_src HAVING count(*) > 0
+		ON CONFLICT (user_id) DO UPDATE SET last_id = s.last_id + excluded.last_id RETURNING last_id)
+	INSERT INTO events (user_id, id, type, payload, created_at)
+	SELECT $1, ev_seq.last_id - (SELECT count(*) FROM ev_src) + ev_src.n, ev_src.type, ev_src.payload, $4
+	FROM ev_src, ev_seq`
+
+// eventChanges collects the events a transaction of several statements records at its end.
+type eventChanges struct {
+	ids   []int64
+	types []string
+}
+
+func (c *eventChanges) add(id int64, typ string) {
+	c.ids = append(c.ids, id)
+	c.types = append(c.types, typ)
+}
+
+// record sends recordEventsSQL and the notice, in the caller's transaction.
+func (c *eventChanges) record(ctx context.Context, q querier, userID int64) error {
+	if len(c.ids) == 0 {
+		return nil
+	}
+	if _, err := q.Exec(ctx, recordEventsSQL, userID, c.ids, c.types, time.Now()); err != nil {
+		return fmt.Errorf("record events: %w", err)
+	}
+	return notify(ctx, q, userID)
+}
+
+func notify(ctx context.Context, q querier, userID int64) error {
+	if _, err := q.Exec(ctx, notifySQL, strconv.FormatInt(userID, 10)); err != nil {
+		return fmt.Errorf("notify: %w", err)
+	}
+	return nil
+}
+
+// storedEvent is one row of events.
+type storedEvent struct {
+	ID      int64
+	Type    string
+	Payload []byte
+}
+
+// ReadEvents returns the user's events after id after, in order, at most limit of them.
+func (st *Store) ReadEvents(ctx context.Context, userID, after int64, limit int) ([]storedEvent, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	rows, err := st.pool.Query(ctx, `SELECT id, type, payload FROM events
+		WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3`, userID, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read events of user %d: %w", userID, err)
+	}
+	evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (storedEvent, error) {
+		var e storedEvent
+		err := row.Scan(&e.ID, &e.Type, &e.Payload)
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read events of user %d: %w", userID, err)
+	}
+	return evs, nil
+}
+
+// EventsStart is where a stream of the user starts: the id of the user's latest event (0
+// before the first), and whether the user exists. Two statements in one round trip: on
+// Citus users is a reference table and event_seqs a distributed one.
+func (st *Store) EventsStart(ctx context.Context, userID int64) (last int64, exists bool, err error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	var batch pgx.Batch
+	batch.Queue(`SELECT coalesce(max(last_id), 0) FROM event_seqs WHERE user_id = $1`, userID).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&last)
+	})
+	batch.Queue(`SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)`, userID).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&exists)
+	})
+	if err := st.pool.SendBatch(ctx, &batch).Close(); err != nil {
+		return 0, false, fmt.Errorf("read where the events of user %d stand: %w", userID, err)
+	}
+	return last, exists, nil
+}
+
+// UsersExist returns which of ids are still users: a replica's listener asks after it was
+// away, since it may have missed the notice of an account deletion.
+func (st *Store) UsersExist(ctx context.Context, ids []int64) (map[int64]bool, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	rows, err := st.pool.Query(ctx, `SELECT id FROM users WHERE id = ANY ($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("check users: %w", err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("check users: %w", err)
+	}
+	m := make(map[int64]bool, len(found))
+	for _, id := range found {
+		m[id] = true
+	}
+	return m, nil
+}
+
+// CreateEventTicket stores a ticket's hash for the user, good until expires; tokenExpires
+// is when the bearer token that asked for it expires.
+func (st *Store) CreateEventTicket(ctx context.Context, userID int64, hash []byte, expires, tokenExpires time.Time) error {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	_, err := st.pool.Exec(ctx, `INSERT INTO event_tickets (user_id, hash, expires_at, token_expires_at)
+		VALUES ($1, $2, $3, $4)`, userID, hash, expires, tokenExpires)
+	if isForeignKeyViolation(err) {
+		return tokenError(errUserGone)
+	}
+	if err != nil {
+		return fmt.Errorf("create event ticket: %w", err)
+	}
+	return nil
+}
+
+// RedeemEventTicket uses up the user's ticket: the expiry of the token behind it, or
+// ok false when the ticket is unknown, used or expired. Deleting it is what makes it
+// single use: of two redemptions, one deletes the row and the other finds none.
+func (st *Store) RedeemEventTicket(ctx context.Context, userID int64, hash []byte, now time.Time) (tokenExpires time.Time, ok bool, err error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	err = st.pool.QueryRow(ctx, `DELETE FROM event_tickets WHERE user_id = $1 AND hash = $2
+		RETURNING token_expires_at, expires_at > $3`, userID, hash, now).Scan(&tokenExpires, &ok)
+	if err == pgx.ErrNoRows {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("redeem event ticket: %w", err)
+	}
+	return tokenExpires, ok, nil
+}
+
+// CleanEvents deletes, for at most users users, the events recorded before cutoff and the
+// expired tickets, at most batch events per statement; it returns how many events it
+// deleted. A user's events go oldest id first and only as a prefix (every id up to the
+// newest one recorded before cutoff), so what is left of a user's ids stays contiguous and
+// a stream can tell a gap from the end of the retention. Each statement names one user:
+// on Citus the scan for users reads every shard, each deletion one.
+func (st *Store) CleanEvents(ctx context.Context, cutoff time.Time, users, batch int) (int64, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	rows, err := st.pool.Query(ctx, `SELECT DISTINCT user_id FROM (
+			SELECT user_id FROM events WHERE created_at < $1 LIMIT $2) old`, cutoff, users)
+	if err != nil {
+		return 0, fmt.Errorf("clean events: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return 0, fmt.Errorf("clean events: %w", err)
+	}
+	var n int64
+	for _, id := range ids {
+		for {
+			tag, err := st.pool.Exec(ctx, `DELETE FROM events WHERE user_id = $1 AND id <= LEAST(
+					(SELECT max(id) FROM events WHERE user_id = $1 AND created_at < $2),
+					(SELECT min(id) FROM events WHERE user_id = $1) + $3 - 1)`, id, cutoff, batch)
+			if err != nil {
+				return n, fmt.Errorf("clean events of user %d: %w", id, err)
+			}
+			n += tag.RowsAffected()
+			if tag.RowsAffected() < int64(batch) {
+				break
+			}
+		}
+	}
+	// Tickets that were never used; each lives a minute.
+	rows, err = st.pool.Query(ctx, `SELECT DISTINCT user_id FROM (
+			SELECT user_id FROM event_tickets WHERE expires_at < $1 LIMIT $2) old`, time.Now(), users)
+	if err != nil {
+		return n, fmt.Errorf("clean event tickets: %w", err)
+	}
+	if ids, err = pgx.CollectRows(rows, pgx.RowTo[int64]); err != nil {
+		return n, fmt.Errorf("clean event tickets: %w", err)
+	}
+	for _, id := range ids {
+		if _, err := st.pool.Exec(ctx, `DELETE FROM event_tickets WHERE user_id = $1 AND expires_at < $2`, id, time.Now()); err != nil {
+			return n, fmt.Errorf("clean event tickets of user %d: %w", id, err)
+		}
+	}
+	return n, nil
+}
+
+// accountGone follows a user id in a notice that the account was deleted.
+const accountGone = " gone"
