@@ -7,12 +7,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -89,6 +92,22 @@ func TestEveryWriteRecordsItsEvents(t *testing.T) {
 	expect(eventUpdated, c.ID)
 	env.do("PUT", env.taskPath(a.ID), `{"title":"a3","completed":false}`, token).want(200, "")
 	expect(eventUpdated, a.ID)
+
+	// An MCP tool is a thin adapter over the same store calls: the same events.
+	var rpc struct {
+		Result struct {
+			StructuredContent wireTask `json:"structuredContent"`
+		} `json:"result"`
+	}
+	env.do("POST", "/mcp", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add_task","arguments":{"title":"via mcp"}}}`,
+		token, header{"Accept": "application/json, text/event-stream"}).want(200, "").json(&rpc)
+	if rpc.Result.StructuredContent.ID == 0 {
+		t.Fatal("add_task answered no task")
+	}
+	expect(eventCreated, rpc.Result.StructuredContent.ID)
+	env.do("POST", "/mcp", fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_task","arguments":{"id":%d}}}`,
+		rpc.Result.StructuredContent.ID), token, header{"Accept": "application/json, text/event-stream"}).want(200, "")
+	expect(eventDeleted, rpc.Result.StructuredContent.ID)
 
 	// Writes that fail or change nothing record nothing.
 	env.do("PATCH", env.taskPath(a.ID), `{"title":""}`, token).want(422, "validation_error")
@@ -586,4 +605,225 @@ func TestEventStreamEnds(t *testing.T) {
 	}
 	bs.waitEnded(t, 4*time.Second, "its token expired")
 	_ = a
+}
+
+// TestShutdownEndsOpenStreams: the real binary with 1,000 open streams exits promptly on
+// SIGTERM, well before its SHUTDOWN_TIMEOUT, and every stream sees its end.
+func TestShutdownEndsOpenStreams(t *testing.T) {
+	t.Parallel()
+	p := startBinary(t, map[string]string{"EVENTS_MAX_PER_USER": "1000", "SHUTDOWN_TIMEOUT": "60s"})
+	resp, err := http.Post(p.base+"/api/v1/auth/register", "application/json",
+		strings.NewReader(`{"email":"many-streams@example.com","password":"correct horse battery"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tr tokenResponse
+	json.NewDecoder(resp.Body).Decode(&tr)
+	resp.Body.Close()
+	addr := strings.TrimPrefix(p.base, "http://")
+	const n = 1000
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	request := "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tr.AccessToken + "\r\n\r\n"
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if _, err := c.Write([]byte(request)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each stream is open once its first message (retry:) arrived.
+	readers := make([]*bufio.Reader, n)
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		readers[i] = bufio.NewReader(c)
+		for {
+			line, err := readers[i].ReadString('\n')
+			if err != nil {
+				t.Fatalf("stream %d: %v", i, err)
+			}
+			if strings.HasPrefix(line, "retry:") {
+				break
+			}
+		}
+	}
+	start := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the service did not exit within 30 s of SIGTERM with 1,000 open streams")
+	}
+	took := time.Since(start)
+	if p.err != nil {
+		t.Errorf("exit: %v", p.err)
+	}
+	// Far below SHUTDOWN_TIMEOUT (60 s): the streams did not hold the drain.
+	if took > 10*time.Second {
+		t.Errorf("exit took %v with 1,000 open streams", took)
+	}
+	t.Logf("exited %v after SIGTERM with %d open streams", took.Round(time.Millisecond), n)
+	for i, r := range readers {
+		conns[i].SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			t.Fatalf("stream %d was not ended: %v", i, err)
+		}
+	}
+}
+
+// TestEventStreamThroughADatabaseOutage restarts PostgreSQL while a writer writes on one
+// replica and a stream listens on the other: once the database is back, the stream (or,
+// if it was ended, the stream it resumes with Last-Event-ID) has every event committed
+// before, during and after the outage, once each, in order.
+func TestEventStreamThroughADatabaseOutage(t *testing.T) {
+	t.Parallel()
+	cluster := newRelCluster(t)
+	cfg := testConfig(cluster.url())
+	cfg.QueryTimeout = 2 * time.Second
+	envA := newTestEnvWith(t, cfg)
+	if err := envA.st.applySchema(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	envB := newTestEnvWith(t, cfg)
+	startFeedServer(t, envA)
+	b := startFeedServer(t, envB)
+	token, user := envA.registerUser("outage-feed@example.com")
+	c, _ := openStream(t, b.url, token, "", nil)
+	c.quiet(t, 50*time.Millisecond)
+
+	var ok atomic.Int32
+	stop := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r := envA.do("POST", "/api/v1/tasks", fmt.Sprintf(`{"title":"w%d"}`, i), token)
+			if r.Code == http.StatusCreated {
+				ok.Add(1)
+			} else {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}()
+	waitFor := func(n int32) {
+		t.Helper()
+		for deadline := time.Now().Add(60 * time.Second); ok.Load() < n; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d writes succeeded", ok.Load())
+			}
+		}
+	}
+	waitFor(20)
+	cluster.stop(t)
+	time.Sleep(time.Second)
+	cluster.start(t)
+	before := ok.Load()
+	waitFor(before + 20)
+	close(stop)
+	<-writerDone
+
+	var all []storedEvent
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		evs, err := envA.st.ReadEvents(context.Background(), user.ID, 0, 100_000)
+		if err == nil {
+			all = evs
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+	}
+	if len(all) < int(ok.Load()) {
+		t.Fatalf("%d events recorded for %d writes answered 201", len(all), ok.Load())
+	}
+	var got int64
+	resumes := 0
+	for got < int64(len(all)) {
+		select {
+		case m := <-c.msgs:
+			if m.Event == "" {
+				continue
+			}
+			id, _ := strconv.ParseInt(m.ID, 10, 64)
+			if id != got+1 {
+				t.Fatalf("after id %d the stream sent %d (%s)", got, id, m.Event)
+			}
+			got = id
+		case <-c.ended:
+			if len(c.msgs) > 0 {
+				continue
+			}
+			resumes++
+			c.close()
+			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+				c, _ = openStream(t, b.url, token, "", header{"Last-Event-ID": strconv.FormatInt(got, 10)})
+				if c != nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("could not resume after the outage")
+				}
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the stream stopped at id %d of %d", got, len(all))
+		}
+	}
+	c.quiet(t, 200*time.Millisecond)
+	t.Logf("%d events, %d writes answered 201, %d resumes", len(all), ok.Load(), resumes)
+}
+
+// TestBrowserEventSource: a page served from another origin, in headless Chromium, asks for
+// a ticket with fetch and opens an EventSource with it (CORS both ways); a task created
+// through the API shows up on the page, with its id.
+func TestBrowserEventSource(t *testing.T) {
+	t.Parallel()
+	page := httptest.NewUnstartedServer(nil)
+	page.Start()
+	defer page.Close()
+	cfg := testConfig(newTestDatabase(t))
+	cfg.CORSAllowedOrigins = []string{page.URL}
+	env := newTestEnvWith(t, cfg)
+	api := startFeedServer(t, env)
+	token, _ := env.registerUser("browser-feed@example.com")
+	page.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><title>feed</title><script>
+window.events = []; window.opened = 0;
+(async () => {
+  const r = await fetch(%q + "/api/v1/events/ticket", {method: "POST", headers: {Authorization: "Bearer " + %q}});
+  const {ticket} = await r.json();
+  const es = new EventSource(%q + "/api/v1/events?ticket=" + encodeURIComponent(ticket));
+  es.onopen = () => window.opened++;
+  for (const type of ["task.created", "task.updated", "task.deleted"]) {
+    es.addEventListener(type, e => window.events.push({type, id: e.lastEventId, data: JSON.parse(e.data)}));
+  }
+})();
+</script>`, api.url, token, api.url)
+	})
+	b := startBrowser(t)
+	b.navigate(t, page.URL)
+	b.waitFor(t, "the stream to open", `window.opened === 1`)
+	created := env.createTask(token, `{"title":"seen in the browser"}`)
+	b.waitFor(t, "the event", `window.events.length === 1`)
+	var got []struct {
+		Type string
+		ID   string
+		Data wireTask
+	}
+	b.eval(t, `window.events`, &got)
+	if got[0].Type != eventCreated || got[0].ID != "1" || got[0].Data.ID != created.ID || got[0].Data.Title != "seen in the browser" {
+		t.Errorf("the page saw %+v", got)
+	}
 }

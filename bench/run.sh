@@ -50,6 +50,13 @@ else
     "10k=10,000 users, 10,000 tasks (100 users with 100 each)")
   MAIN_SCENARIOS="get list list-heavy list-deep patch toggle create"
 fi
+# The change feed: idle streams, then the fan-out to one stream per user of FEED_FAN users.
+FEED_STREAMS=${BENCH_FEED_STREAMS:-10000}
+if [ "$QUICK" = 1 ]; then
+  FEED_FAN=200 FEED_IDLE=5s FEED_WRITE=5s
+else
+  FEED_FAN=1000 FEED_IDLE=20s FEED_WRITE=20s
+fi
 SMALL_SCENARIOS="get list"
 TOKEN_IDS="$HEAVY,2-$((1 + NUSERS))"
 
@@ -237,6 +244,17 @@ for i in "${!SIZES[@]}"; do
       api_run login "$CONNS" "$round"
       pgbench_run login "$round"
     done
+
+    say "== the change feed: $FEED_STREAMS idle streams, then the fan-out to $FEED_FAN users (a fresh process)"
+    "$LOADGEN" tokens -url "$URL" -password "$PASSWORD" -ids "1-$FEED_FAN" -out "$WORK/fan-tokens"
+    stop_server
+    EVENTS_MAX_PER_USER=1000 start_server
+    "$LOADGEN" feed -url "$URL" -tokens "$WORK/tokens" -fan-tokens "$WORK/fan-tokens" -streams "$FEED_STREAMS" \
+      -idle "$FEED_IDLE" -d "$FEED_WRITE" -pid "$SERVER_PID" -db-pid "$PG_PID" -clk-tck "$CLK" -- \
+      "$PSQL" -X -At -h "$PGDIR" -U postgres -d postgres -c "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'bench')" >"$OUT/feed.md"
+    say "$(grep -E 'idle streams|p50' "$OUT/feed.md" | tr '\n' ' ')"
+    forget_created
   fi
   stop_server
 done
@@ -260,6 +278,7 @@ say "== report"
   desc=()
   for d in "${SIZE_DESC[@]}"; do desc+=(-size "$d"); done
   "$LOADGEN" report -in "$RESULTS" "${desc[@]}"
+  [ -f "$OUT/feed.md" ] && { echo; cat "$OUT/feed.md"; }
 } | tee "$OUT/report.md"
 gzip -f "$OUT/server.log" # a line per request: about half a gigabyte for a full run
 say "records and report: $OUT"

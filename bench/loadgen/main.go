@@ -8,6 +8,7 @@
 //	loadgen run       -url U -scenario get -c 32 -d 15s ...     one measured load run
 //	loadgen pgbench   -scenario get ... -- pgbench args         one pgbench run, measured alike
 //	loadgen report    -in results.jsonl                         the Markdown table
+//	loadgen feed      -url U -tokens F -fan-tokens F2 ... -- cmd  the change feed's section
 //
 // run and pgbench print one JSON record per run (see record); report reads them back.
 package main
@@ -29,6 +30,7 @@ func main() {
 		"run":      cmdRun,
 		"pgbench":  cmdPgbench,
 		"report":   cmdReport,
+		"feed":     cmdFeed,
 	}
 	cmd, ok := cmds[os.Args[1]]
 	if !ok {
@@ -41,7 +43,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: loadgen wait|register|tokens|cursor|run|pgbench|report [flags]")
+	fmt.Fprintln(os.Stderr, "usage: loadgen wait|register|tokens|cursor|run|pgbench|report|feed [flags]")
 	os.Exit(2)
 }
 
