@@ -72,10 +72,11 @@ var recordEventsSQL = `WITH changes AS (
 		FROM changes LEFT JOIN cur ON cur.id = changes.id
 		WHERE changes.type = '` + eventDeleted + `' OR cur.id IS NOT NULL),
 	ev_seq AS (INSERT INTO event_seqs AS s (user_id, last_id) SELECT $1, count(*) FROM ev_src HAVING count(*) > 0
-		ON CONFLICT (user_id) DO UPDATE SET last_id = s.last_id + excluded.last_id RETURNING last_id)
-	INSERT INTO events (user_id, id, type, payload, created_at)
-	SELECT $1, ev_seq.last_id - (SELECT count(*) FROM ev_src) + ev_src.n, ev_src.type, ev_src.payload, $4
-	FROM ev_src, ev_seq`
+		ON CONFLICT (user_id) DO UPDATE SET last_id = s.last_id + excluded.last_id RETURNING last_id),
+	ev AS (INSERT INTO events (user_id, id, type, payload, created_at)
+		SELECT $1, ev_seq.last_id - (SELECT count(*) FROM ev_src) + ev_src.n, ev_src.type, ev_src.payload, $4
+		FROM ev_src, ev_seq)
+	SELECT count(*) FROM ev_src`
 
 // eventChanges collects the events a transaction of several statements records at its end.
 type eventChanges struct {
