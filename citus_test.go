@@ -193,7 +193,7 @@ func TestCitusStatementsRouteToOneShard(t *testing.T) {
 			head := strings.ToLower(strings.TrimSpace(st.sql))
 			// The change feed's notice names no table: it runs on the coordinator, where
 			// the listeners are (store_events.go).
-			if head == "begin" || head == "commit" || head == "rollback" || writesUsers(st.sql) || st.sql == notifySQL {
+			if head == "begin" || head == "commit" || head == "rollback" || writesUsers(st.sql) || st.sql == noticeSQL {
 				continue
 			}
 			checked++

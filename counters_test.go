@@ -291,7 +291,7 @@ func TestCountersFollowAWriteThatWaited(t *testing.T) {
 		}
 		// The first write: a toggle, as UpdateTask sends it, left uncommitted.
 		rows, err := tx.Query(ctx, completeTaskSQL, u.ID, task.ID, nil, false, "", false, nil,
-			true, false, false, false, nil, false, []string{}, false, nil, time.Now(), false, nil)
+			true, false, false, false, nil, false, []string{}, false, nil, time.Now(), false, nil, false, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

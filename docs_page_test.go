@@ -148,6 +148,14 @@ func TestDocsPageTryItOutInChromium(t *testing.T) {
 	for _, o := range doc.operations(t) {
 		want = append(want, o.pattern())
 	}
+	// The document's webhooks (deliveries the service sends) are listed by their name.
+	hooks, _ := doc.root["webhooks"].(map[string]any)
+	for name, item := range hooks {
+		for method := range item.(map[string]any) {
+			want = append(want, strings.ToUpper(method)+" "+name)
+		}
+	}
+	sort.Strings(want)
 	sort.Strings(listed)
 	if !slices.Equal(listed, want) {
 		t.Errorf("the page lists\n%v\nwant\n%v", listed, want)

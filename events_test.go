@@ -199,11 +199,9 @@ type feedServer struct {
 func startFeedServer(t *testing.T, env *testEnv) *feedServer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		env.srv.events.run(ctx)
-	}()
+	var background sync.WaitGroup
+	background.Go(func() { env.srv.events.run(ctx) })
+	background.Go(func() { env.srv.reminders.run(ctx) })
 	select {
 	case <-env.srv.events.ready:
 	case <-time.After(10 * time.Second):
@@ -214,7 +212,7 @@ func startFeedServer(t *testing.T, env *testEnv) *feedServer {
 		env.srv.events.shutdown()
 		hs.Close()
 		cancel()
-		<-done
+		background.Wait()
 	})
 	return &feedServer{env: env, url: hs.URL}
 }

@@ -426,7 +426,7 @@ func referenceTask(task Task, pathUserID string) wireTask {
 	}
 	w := wireTask{ID: task.ID, UserID: task.UserID, Title: task.Title, Description: task.Description,
 		Completed: task.Completed, Priority: priorityNames[task.Priority], Tags: task.Tags,
-		DueDate: utc(task.DueDate), CreatedAt: task.CreatedAt.UTC(), UpdatedAt: task.UpdatedAt.UTC(),
+		DueDate: utc(task.DueDate), RemindAt: utc(task.RemindAt), CreatedAt: task.CreatedAt.UTC(), UpdatedAt: task.UpdatedAt.UTC(),
 		CompletedAt: utc(task.CompletedAt), Recurrence: task.Recurrence, NextTaskID: task.NextTaskID}
 	if pathUserID != "" {
 		w.UserID = pathUserID
@@ -454,7 +454,7 @@ func FuzzTaskJSON(f *testing.F) {
 		task := Task{ID: sec & 0x7fffffff, UserID: int64(len(title)), Title: title, Completed: completed,
 			Priority: int16(uint64(sec) % 3), CreatedAt: at, UpdatedAt: at.Add(time.Nanosecond)}
 		if completed {
-			task.Description, task.Tags, task.DueDate, task.CompletedAt = &description, []string{tag, title}, &due, &at
+			task.Description, task.Tags, task.DueDate, task.CompletedAt, task.RemindAt = &description, []string{tag, title}, &due, &at, &at
 		}
 		for _, pu := range []string{"", pathUser} {
 			want := referenceTaskJSON(t, task, pu)

@@ -23,15 +23,19 @@ import (
 // Server is the HTTP face of the service: routes, middleware and handlers. It holds no
 // state a second replica would need.
 type Server struct {
-	log     *slog.Logger
-	cfg     Config
-	st      *Store
-	auth    *Authenticator
-	limits  *rateLimits
-	events  *eventHub
-	handler http.Handler
-	routed  []string // every pattern registered, in order (see route)
-	metrics *metrics // served on METRICS_ADDR; nil records nothing
+	log    *slog.Logger
+	cfg    Config
+	st     *Store
+	auth   *Authenticator
+	limits *rateLimits
+	events *eventHub
+	// reminders fires due reminders; run by run() beside the listener.
+	reminders *reminderScheduler
+	// webhooks sends the queued webhook deliveries.
+	webhooks *webhookDeliverer
+	handler  http.Handler
+	routed   []string // every pattern registered, in order (see route)
+	metrics  *metrics // served on METRICS_ADDR; nil records nothing
 	// rejections logs refused tokens, at most a line per reason per second.
 	rejections *rejectionLog
 }
@@ -41,6 +45,9 @@ func NewServer(log *slog.Logger, cfg Config, st *Store, auth *Authenticator) *Se
 	s := &Server{log: log, cfg: cfg, st: st, auth: auth, limits: newRateLimits(cfg, st),
 		rejections: newRejectionLog(log)}
 	s.events = newEventHub(st, log, cfg)
+	s.reminders = newReminderScheduler(st, log)
+	s.events.onReminder = s.reminders.poke
+	s.webhooks = newWebhookDeliverer(st, log, cfg.WebhookAllowPrivate)
 	mux := http.NewServeMux()
 	s.routes(mux)
 	s.metrics = newMetrics(s)
@@ -85,6 +92,11 @@ func (s *Server) routes(mux *http.ServeMux) {
 	s.route(mux, "GET /api/v1/events", s.handle(s.handleEvents))
 	s.route(mux, "POST /api/v1/events/ticket", s.authed(s.handleEventTicket))
 
+	// Section 10: webhooks.
+	s.route(mux, "POST /api/v1/webhooks", s.authed(s.handleWebhookCreate))
+	s.route(mux, "GET /api/v1/webhooks", s.authed(s.handleWebhookList))
+	s.route(mux, "DELETE /api/v1/webhooks/{id}", s.authed(s.handleWebhookDelete))
+
 	// Section 11: the MCP endpoint and the document that tells its clients where tokens
 	// come from.
 	s.route(mux, "POST /mcp", s.mcpResource(s.authed(s.handleMCP)))
@@ -123,6 +135,8 @@ type requestInfo struct {
 	presented presented // what a refused bearer token claimed, for the log
 	// resourceMetadata is the RFC 9728 document a 401 of the MCP endpoint points to.
 	resourceMetadata string
+	// hijacked: the handler answered 200 on a connection it took over (an event stream).
+	hijacked bool
 }
 
 type requestInfoKey struct{}
@@ -202,8 +216,11 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		defer s.metrics.requestEnded() // also when the handler aborts with a panic
 		next.ServeHTTP(sw, r)
 		elapsed := time.Since(start)
-		s.metrics.observe(r.Pattern, r.Method, sw.status, elapsed)
 		info := requestInfoFrom(r.Context())
+		if sw.status == 0 && info.hijacked {
+			sw.status = http.StatusOK
+		}
+		s.metrics.observe(r.Pattern, r.Method, sw.status, elapsed)
 		attrs := []slog.Attr{
 			slog.String("method", r.Method),
 			slog.String("route", r.Pattern),

@@ -90,7 +90,10 @@ type Config struct {
 	EventsRetention  time.Duration
 	EventsMaxPerUser int
 	EventsMaxStreams int
-	MaxBodyBytes     int64
+	// WebhookAllowPrivate lets webhooks reach loopback and private addresses, and http
+	// (development and tests only).
+	WebhookAllowPrivate bool
+	MaxBodyBytes        int64
 
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
@@ -193,6 +196,13 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	c.IdleTimeout = durVar("IDLE_TIMEOUT", 120*time.Second)
 	c.ShutdownTimeout = durVar("SHUTDOWN_TIMEOUT", 15*time.Second)
 	c.QueryTimeout = durVar("QUERY_TIMEOUT", 3*time.Second)
+	switch v := strings.ToLower(getenv("WEBHOOK_ALLOW_PRIVATE")); v {
+	case "", "false", "0":
+	case "true", "1":
+		c.WebhookAllowPrivate = true
+	default:
+		bad("WEBHOOK_ALLOW_PRIVATE", "must be true or false")
+	}
 	c.EventsRetention = durVar("EVENTS_RETENTION", 24*time.Hour)
 	if c.EventsRetention < 24*time.Hour {
 		bad("EVENTS_RETENTION", "must be at least 24h (the contract keeps events a day)")
@@ -367,13 +377,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}
 	}
 	go cleanRateLimits(ctx, st, log)
-	// The change feed's listener and clean-up run beside the server; the listener is
-	// waited for, so that its connection is closed before the pool.
-	background := make(chan struct{})
-	go func() {
-		defer close(background)
-		srv.events.run(ctx)
-	}()
+	// The change feed's listener, the reminder scheduler and the clean-up run beside the
+	// server; the first two are waited for, so that they end before the pool closes.
+	var background sync.WaitGroup
+	background.Go(func() { srv.events.run(ctx) })
+	background.Go(func() { srv.reminders.run(ctx) })
+	background.Go(func() { srv.webhooks.run(ctx) })
 	go cleanEvents(ctx, st, log, cfg.EventsRetention)
 	newServer := func(h http.Handler) *http.Server {
 		return &http.Server{
@@ -426,7 +435,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			ms.Close()
 		}
 	}
-	<-background
+	background.Wait()
 	log.Info("stopped")
 	return nil
 }

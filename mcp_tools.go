@@ -17,12 +17,13 @@ type mcpTool struct {
 
 const (
 	schemaTask = `{"type":"object",
-		"required":["id","user_id","title","description","completed","priority","tags","due_date","created_at","updated_at","completed_at","recurrence","next_task_id"],
+		"required":["id","user_id","title","description","completed","priority","tags","due_date","remind_at","created_at","updated_at","completed_at","recurrence","next_task_id"],
 		"properties":{
 			"id":{"type":"integer"},"user_id":{"type":"integer"},"title":{"type":"string"},
 			"description":{"type":["string","null"]},"completed":{"type":"boolean"},
 			"priority":{"enum":["low","medium","high"]},"tags":{"type":"array","items":{"type":"string"}},
 			"due_date":{"type":["string","null"],"format":"date-time"},
+			"remind_at":{"type":["string","null"],"format":"date-time"},
 			"created_at":{"type":"string","format":"date-time"},"updated_at":{"type":"string","format":"date-time"},
 			"completed_at":{"type":["string","null"],"format":"date-time"},
 			"recurrence":{"type":["string","null"]},"next_task_id":{"type":["integer","null"]}}}`
@@ -34,6 +35,7 @@ const (
 		"priority":{"enum":["low","medium","high"],"description":"Default medium."},
 		"tags":{"type":["array","null"],"items":{"type":"string","minLength":1,"maxLength":50},"description":"Up to 20 distinct tags of 1–50 characters, lower-cased; null clears them."},
 		"due_date":{"type":["string","null"],"description":"An RFC 3339 time with offset (2026-12-24T18:00:00+01:00) or a date (2026-12-24, midnight UTC); null clears it."},
+		"remind_at":{"type":["string","null"],"description":"When to remind the user: an RFC 3339 time with offset; null removes the reminder."},
 		"recurrence":{"type":["string","null"],"maxLength":500,"description":"Makes the task repeat: an RRULE such as FREQ=WEEKLY;BYDAY=MO,WE or FREQ=MONTHLY;BYDAY=-1FR;COUNT=6 (FREQ DAILY/WEEKLY/MONTHLY/YEARLY, INTERVAL, BYDAY, BYMONTHDAY, BYMONTH, COUNT or UNTIL). Needs a due_date; completing the task creates the next one. null stops it."}`
 )
 

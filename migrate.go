@@ -103,6 +103,8 @@ var citusTables = []struct{ name, column, colocate string }{
 	{"events", "user_id", "tasks"},
 	{"event_seqs", "user_id", "tasks"},
 	{"event_tickets", "user_id", "tasks"},
+	{"webhooks", "user_id", "tasks"},
+	{"webhook_deliveries", "user_id", "tasks"},
 	{"rate_limits", "key", "none"},
 }
 

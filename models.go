@@ -72,6 +72,8 @@ type Task struct {
 	Recurrence      *string
 	RecurrenceStart *time.Time
 	NextTaskID      *int64
+	// RemindAt is when the task's reminder comes (contract §10).
+	RemindAt *time.Time
 }
 
 var priorityNames = [...]string{"low", "medium", "high"}
@@ -125,6 +127,8 @@ func appendTask(b []byte, t Task, pathUserID string) []byte {
 	}
 	b = append(b, `],"due_date":`...)
 	b = appendJSONTime(b, t.DueDate)
+	b = append(b, `,"remind_at":`...)
+	b = appendJSONTime(b, t.RemindAt)
 	b = append(b, `,"created_at":`...)
 	b = appendJSONTime(b, &t.CreatedAt)
 	b = append(b, `,"updated_at":`...)
@@ -305,6 +309,7 @@ type taskInput struct {
 	Tags        optional[[]string]
 	DueDate     optional[string]
 	Recurrence  optional[string]
+	RemindAt    optional[string]
 }
 
 // taskChange is a validated write: each Set field replaces the stored value.
@@ -324,6 +329,8 @@ type taskChange struct {
 	DueDate        *time.Time
 	SetRecurrence  bool
 	Recurrence     *string
+	SetRemindAt    bool
+	RemindAt       *time.Time
 }
 
 // writeMode says how absent fields of a task body are read.
@@ -344,6 +351,7 @@ func readTaskInput(b *bodyFields) taskInput {
 		Tags:        field[[]string](b, "tags", "must be an array of strings"),
 		DueDate:     field[string](b, "due_date", "must be an RFC 3339 time, a YYYY-MM-DD date, or null"),
 		Recurrence:  field[string](b, "recurrence", "must be an RRULE string such as FREQ=WEEKLY;BYDAY=MO, or null"),
+		RemindAt:    field[string](b, "remind_at", "must be an RFC 3339 time or null"),
 	}
 }
 
@@ -421,11 +429,20 @@ func (in taskInput) change(mode writeMode, errs *fieldErrors) taskChange {
 		}
 		c.Recurrence = &rule
 	}
+	c.SetRemindAt = full || in.RemindAt.Set
+	if in.RemindAt.Value != nil && !errs.has("remind_at") {
+		r, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(*in.RemindAt.Value))
+		if r = r.UTC(); err != nil || r.Year() < 1 || r.Year() > 9999 {
+			errs.add("remind_at", "must be an RFC 3339 time or null")
+		}
+		c.RemindAt = &r
+	}
+
 	// A recurring task needs a due date; what a PATCH leaves as it was, the store checks.
 	if c.Recurrence != nil && c.SetDueDate && c.DueDate == nil && !errs.has("due_date") && !errs.has("recurrence") {
 		errs.add("recurrence", "needs a due_date: occurrences follow from it")
 	}
-	errs.inOrder("title", "description", "completed", "priority", "tags", "due_date", "recurrence")
+	errs.inOrder("title", "description", "completed", "priority", "tags", "due_date", "recurrence", "remind_at")
 	return c
 }
 

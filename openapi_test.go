@@ -556,7 +556,7 @@ func TestOpenAPIValidatorCatchesViolations(t *testing.T) {
 	v := oaValidator{doc: doc, answers: true}
 	task := func(edit func(map[string]any)) any {
 		m := oaDecode(t, []byte(`{"id":42,"user_id":7,"title":"Buy milk","description":null,"completed":false,
-			"priority":"medium","tags":["home"],"due_date":null,"created_at":"2026-11-27T10:00:00Z",
+			"priority":"medium","tags":["home"],"due_date":null,"remind_at":null,"created_at":"2026-11-27T10:00:00Z",
 			"updated_at":"2026-11-27T10:00:00.5Z","completed_at":null,"recurrence":null,"next_task_id":null}`)).(map[string]any)
 		if edit != nil {
 			edit(m)
@@ -638,8 +638,8 @@ func TestOpenAPIValidatorCatchesViolations(t *testing.T) {
 			func(m map[string]any) { m["tags"] = []any{"work"} }},
 		{"exclusiveMaximum", `{` + taskRef + `,"properties":{"id":{"exclusiveMaximum":100}}}`,
 			func(m map[string]any) { m["id"] = json.Number("100") }},
-		{"dependentRequired", `{` + taskRef + `,"dependentRequired":{"remind_at":["reminder"]}}`,
-			func(m map[string]any) { m["remind_at"] = "2026-11-27T10:00:00Z" }},
+		{"dependentRequired", `{` + taskRef + `,"dependentRequired":{"snooze_until":["snoozed_by"]}}`,
+			func(m map[string]any) { m["snooze_until"] = "2026-11-27T10:00:00Z" }},
 	} {
 		s := oaDecode(t, []byte(tc.schema))
 		if errs := v.validate(s, task(nil)); len(errs) > 0 {

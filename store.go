@@ -284,7 +284,7 @@ func (st *Store) ChangePassword(ctx context.Context, id int64, newHash string, r
 // Each per-user table is cleared by user_id first, so that on Citus every statement
 // stays on the user's shard rather than relying on a cascade from the reference table.
 func (st *Store) DeleteUser(ctx context.Context, id int64) error {
-	return st.inTx(ctx, "delete user", func(tx pgx.Tx) error {
+	err := st.inTx(ctx, "delete user", func(tx pgx.Tx) error {
 		for _, q := range []string{
 			`DELETE FROM tasks WHERE user_id = $1`,
 			`DELETE FROM task_counts WHERE user_id = $1`, // after the tasks: the writers' lock order
@@ -293,6 +293,8 @@ func (st *Store) DeleteUser(ctx context.Context, id int64) error {
 			`DELETE FROM events WHERE user_id = $1`,
 			`DELETE FROM event_seqs WHERE user_id = $1`,
 			`DELETE FROM event_tickets WHERE user_id = $1`,
+			`DELETE FROM webhook_deliveries WHERE user_id = $1`,
+			`DELETE FROM webhooks WHERE user_id = $1`,
 		} {
 			if _, err := tx.Exec(ctx, q, id); err != nil {
 				return err
@@ -302,13 +304,13 @@ func (st *Store) DeleteUser(ctx context.Context, id int64) error {
 		if err == nil && tag.RowsAffected() == 0 {
 			return notFound("user")
 		}
-		if err != nil {
-			return err
-		}
-		// Ends the user's streams on every replica (events.go).
-		_, err = tx.Exec(ctx, notifySQL, strconv.FormatInt(id, 10)+accountGone)
 		return err
 	})
+	if err == nil {
+		// Ends the user's streams on every replica (events.go).
+		st.notify(ctx, strconv.FormatInt(id, 10)+accountGone)
+	}
+	return err
 }
 
 // UpsertExternalUser finds or creates the user bound to (issuer, subject), refreshing the
@@ -519,7 +521,7 @@ func (st *Store) RevokeRefreshToken(ctx context.Context, userID int64, hash []by
 // ---- tasks ----
 
 const taskColumns = `id, user_id, title, description, completed, priority, tags, due_date,
-	created_at, updated_at, completed_at, version, recurrence, recurrence_start, next_task_id`
+	created_at, updated_at, completed_at, version, recurrence, recurrence_start, next_task_id, remind_at`
 
 func scanTask(row pgx.CollectableRow) (Task, error) {
 	var t Task
@@ -529,7 +531,7 @@ func scanTask(row pgx.CollectableRow) (Task, error) {
 
 func taskFields(t *Task) []any {
 	return []any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority, &t.Tags,
-		&t.DueDate, &t.CreatedAt, &t.UpdatedAt, &t.CompletedAt, &t.Version, &t.Recurrence, &t.RecurrenceStart, &t.NextTaskID}
+		&t.DueDate, &t.CreatedAt, &t.UpdatedAt, &t.CompletedAt, &t.Version, &t.Recurrence, &t.RecurrenceStart, &t.NextTaskID, &t.RemindAt}
 }
 
 func collectTask(rows pgx.Rows, err error) (Task, error) {
@@ -558,13 +560,13 @@ func insertTask(record bool) string {
 	}
 	return bindNames(`WITH t AS (
 		INSERT INTO tasks (user_id, title, description, completed, priority, tags, due_date,
-			created_at, updated_at, completed_at, recurrence, recurrence_start)
+			created_at, updated_at, completed_at, recurrence, recurrence_start, remind_at)
 		VALUES (@user_id, @title, @description, @completed, @priority, @tags, @due_date,
-			@now, @now, CASE WHEN @completed::boolean THEN @now::timestamptz END, @recurrence, @recurrence_start)
+			@now, @now, CASE WHEN @completed::boolean THEN @now::timestamptz END, @recurrence, @recurrence_start, @remind_at)
 		RETURNING `+taskColumns+`),
 	counted AS (`+countCreated+`)`+events+`
 	SELECT `+taskColumns+` FROM t`,
-		"user_id", "title", "description", "completed", "priority", "tags", "due_date", "now", "recurrence", "recurrence_start")
+		"user_id", "title", "description", "completed", "priority", "tags", "due_date", "now", "recurrence", "recurrence_start", "remind_at")
 }
 
 // The task counters (migrations/003_task_counts.sql) move in the statement that moves the
@@ -592,7 +594,7 @@ func insertTaskArgs(userID int64, c taskChange) []any {
 	if c.Recurrence != nil {
 		start = c.DueDate
 	}
-	return []any{userID, c.Title, c.Description, c.Completed, c.Priority, c.Tags, c.DueDate, time.Now(), c.Recurrence, start}
+	return []any{userID, c.Title, c.Description, c.Completed, c.Priority, c.Tags, c.DueDate, time.Now(), c.Recurrence, start, c.RemindAt}
 }
 
 // bindNames rewrites the @name placeholders of a statement to $1, $2… in the order names
@@ -615,7 +617,7 @@ func (st *Store) CreateTask(ctx context.Context, userID int64, c taskChange) (Ta
 	ctx, cancel := st.timeout(ctx)
 	defer cancel()
 	var t Task
-	err := st.write(ctx, userID, nil, insertTaskSQL, insertTaskArgs(userID, c), func(rows pgx.Rows) (err error) {
+	err := st.writeNoticed(ctx, userID, nil, notice(userID, c.RemindAt != nil), insertTaskSQL, insertTaskArgs(userID, c), func(rows pgx.Rows) (err error) {
 		t, err = collectTask(rows, nil)
 		return err
 	})
@@ -647,7 +649,10 @@ const idempotencyTTL = "24 hours"
 // render makes the answer to remember from the new task.
 func (st *Store) CreateTaskOnce(ctx context.Context, userID int64, key string, requestHash []byte,
 	c taskChange, render func(Task) (idempotentAnswer, error)) (idempotentAnswer, error) {
-	var ans idempotentAnswer
+	var (
+		ans     idempotentAnswer
+		created bool
+	)
 	err := st.inTx(ctx, "create task once", func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM idempotency_keys
 			WHERE user_id = $1 AND created_at < now() - interval '`+idempotencyTTL+`'`, userID); err != nil {
@@ -677,12 +682,14 @@ func (st *Store) CreateTaskOnce(ctx context.Context, userID int64, key string, r
 		if ans, err = render(t); err != nil {
 			return err
 		}
-		if _, err = tx.Exec(ctx, `UPDATE idempotency_keys SET status = $3, response = $4
-			WHERE user_id = $1 AND key = $2`, userID, key, ans.Status, ans.Body); err != nil {
-			return err
-		}
-		return notify(ctx, tx, userID)
+		created = true
+		_, err = tx.Exec(ctx, `UPDATE idempotency_keys SET status = $3, response = $4
+			WHERE user_id = $1 AND key = $2`, userID, key, ans.Status, ans.Body)
+		return err
 	})
+	if err == nil && created {
+		st.notify(ctx, notice(userID, c.RemindAt != nil))
+	}
 	return ans, err
 }
 
@@ -710,9 +717,10 @@ const (
 	newTags        = `CASE WHEN @set_tags THEN @tags::text[] ELSE tags END`
 	newDueDate     = `CASE WHEN @set_due_date THEN @due_date::timestamptz ELSE due_date END`
 	newRecurrence  = `CASE WHEN @set_recurrence THEN @recurrence::text ELSE recurrence END`
+	newRemindAt    = `CASE WHEN @set_remind_at THEN @remind_at::timestamptz ELSE remind_at END`
 	taskChanged    = `((` + newTitle + `), (` + newDescription + `), (` + newCompleted + `), (` + newPriority +
-		`), (` + newTags + `), (` + newDueDate + `), (` + newRecurrence + `)) IS DISTINCT FROM
-		(title, description, completed, priority, tags, due_date, recurrence)`
+		`), (` + newTags + `), (` + newDueDate + `), (` + newRecurrence + `), (` + newRemindAt + `)) IS DISTINCT FROM
+		(title, description, completed, priority, tags, due_date, recurrence, remind_at)`
 	// ifMatches is the optimistic-concurrency check, inside the statement so that of
 	// concurrent writers holding one ETag exactly one wins.
 	ifMatches = `(@if_match::bigint[] IS NULL OR version = ANY (@if_match::bigint[]))`
@@ -725,6 +733,9 @@ const (
 		tags = ` + newTags + `,
 		due_date = ` + newDueDate + `,
 		recurrence = ` + newRecurrence + `,
+		remind_at = ` + newRemindAt + `,
+		-- A reminder set to another time is armed again.
+		reminded_at = CASE WHEN (` + newRemindAt + `) IS DISTINCT FROM remind_at THEN NULL ELSE reminded_at END,
 		-- A rule or a due date set anew starts the series anew, from the due date.
 		recurrence_start = CASE WHEN @set_recurrence OR @set_due_date THEN ` + newDueDate + ` ELSE recurrence_start END,
 		completed_at = CASE WHEN NOT (` + newCompleted + `) THEN NULL
@@ -766,7 +777,8 @@ var (
 // binds them.
 var updateParams = []string{"user_id", "id", "if_match",
 	"set_title", "title", "set_description", "description", "toggle", "set_completed", "completed",
-	"set_priority", "priority", "set_tags", "tags", "set_due_date", "due_date", "now", "set_recurrence", "recurrence"}
+	"set_priority", "priority", "set_tags", "tags", "set_due_date", "due_date", "now", "set_recurrence", "recurrence",
+	"set_remind_at", "remind_at"}
 
 var (
 	lockTaskSQL   = `SELECT FROM tasks WHERE user_id = $1 AND id = $2 FOR UPDATE`
@@ -792,21 +804,27 @@ var (
 )
 
 // write sends, in one round trip, a transaction that locks the user's task lock (when
-// not nil), runs sql, whose result read reads, and sends the change feed's notice
-// (store_events.go). The transaction is explicit (BEGIN … COMMIT in the batch) rather
+// not nil) and runs sql, whose result read reads, and after its COMMIT the change feed's
+// notice (store_events.go). The transaction is explicit (BEGIN … COMMIT in the batch) rather
 // than the implicit one of a pipeline: Citus holds a worker's row lock across statements
 // only inside a transaction block, and without one the lock would end with its own
 // statement. A statement that fails leaves the connection in a failed transaction, which
 // the pool then closes rather than reuses.
 func (st *Store) write(ctx context.Context, userID int64, lock *int64, sql string, args []any, read func(pgx.Rows) error) error {
+	return st.writeNoticed(ctx, userID, lock, notice(userID, false), sql, args, read)
+}
+
+// writeNoticed is write with the notice given: one that also wakes the reminder
+// schedulers, for a write that may arm a reminder.
+func (st *Store) writeNoticed(ctx context.Context, userID int64, lock *int64, note, sql string, args []any, read func(pgx.Rows) error) error {
 	var batch pgx.Batch
 	batch.Queue("BEGIN")
 	if lock != nil {
 		batch.Queue(lockTaskSQL, userID, *lock)
 	}
 	batch.Queue(sql, args...).Query(read)
-	batch.Queue(notifySQL, strconv.FormatInt(userID, 10))
 	batch.Queue("COMMIT")
+	batch.Queue(noticeSQL, note)
 	return st.pool.SendBatch(ctx, &batch).Close()
 }
 
@@ -819,7 +837,8 @@ func (st *Store) UpdateTask(ctx context.Context, userID, id int64, c taskChange,
 	defer cancel()
 	args := []any{userID, id, ifMatch,
 		c.SetTitle, c.Title, c.SetDescription, c.Description, c.Toggle, c.SetCompleted, c.Completed,
-		c.SetPriority, c.Priority, c.SetTags, c.Tags, c.SetDueDate, c.DueDate, time.Now(), c.SetRecurrence, c.Recurrence}
+		c.SetPriority, c.Priority, c.SetTags, c.Tags, c.SetDueDate, c.DueDate, time.Now(), c.SetRecurrence, c.Recurrence,
+		c.SetRemindAt, c.RemindAt}
 	var (
 		t   Task
 		err error
@@ -827,7 +846,7 @@ func (st *Store) UpdateTask(ctx context.Context, userID, id int64, c taskChange,
 	if c.Toggle || c.SetCompleted {
 		t, err = st.completeTask(ctx, userID, id, args)
 	} else {
-		err = st.write(ctx, userID, nil, updateTaskSQL, args, func(rows pgx.Rows) (err error) {
+		err = st.writeNoticed(ctx, userID, nil, notice(userID, c.SetRemindAt && c.RemindAt != nil), updateTaskSQL, args, func(rows pgx.Rows) (err error) {
 			t, err = collectTask(rows, nil)
 			return err
 		})
@@ -879,7 +898,8 @@ func (st *Store) completeTask(ctx context.Context, userID, id int64, args []any)
 		}
 		return rows.Err()
 	}
-	if err := st.write(ctx, userID, &id, completeOneTripSQL, args, readCompleted); err != nil || found {
+	// A reopened task's reminder may be due again.
+	if err := st.writeNoticed(ctx, userID, &id, notice(userID, true), completeOneTripSQL, args, readCompleted); err != nil || found {
 		return t, err
 	}
 	conn, err := st.pool.Acquire(ctx)
@@ -903,6 +923,7 @@ func (st *Store) completeTask(ctx context.Context, userID, id int64, args []any)
 		}
 		if t.NextTaskID != nil {
 			events.add(*t.NextTaskID, eventCreated)
+			events.arms = t.RemindAt != nil
 		}
 	}
 	if found {
@@ -913,6 +934,9 @@ func (st *Store) completeTask(ctx context.Context, userID, id int64, args []any)
 	}
 	if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
 		return Task{}, err
+	}
+	if len(events.ids) > 0 {
+		st.notify(ctx, notice(userID, events.arms))
 	}
 	if !found {
 		return Task{}, pgx.ErrNoRows
@@ -960,8 +984,14 @@ func createSuccessor(ctx context.Context, q querier, userID int64, t Task) (*int
 		nextRule = countInRule.ReplaceAllString(nextRule, "COUNT="+strconv.Itoa(rule.count-1))
 	}
 	next = next.UTC()
+	// The reminder keeps its distance to the due date.
+	var remind *time.Time
+	if t.RemindAt != nil {
+		r := t.RemindAt.Add(next.Sub(*t.DueDate))
+		remind = &r
+	}
 	succ, err := collectTask(q.Query(ctx, insertTaskQuietSQL, userID, t.Title, t.Description, false, t.Priority, t.Tags,
-		&next, time.Now(), &nextRule, start))
+		&next, time.Now(), &nextRule, start, remind))
 	if err != nil {
 		return nil, fmt.Errorf("create the next occurrence of task %d: %w", t.ID, err)
 	}
@@ -1186,13 +1216,16 @@ func (st *Store) SetTasksCompleted(ctx context.Context, userID int64, f taskFilt
 		" SELECT count(*), coalesce(array_agg(id ORDER BY id), '{}'), coalesce(array_agg(id ORDER BY id) FILTER (WHERE needs_next), '{}') FROM t")
 	// Marking tasks done completes recurring ones too: each gets its successor in the
 	// same transaction, which holds their row locks; the events come last (store_events.go).
-	var n int64
+	var (
+		n      int64
+		events eventChanges
+	)
 	err := st.inTx(ctx, "set tasks completed", func(tx pgx.Tx) error {
 		var changed, recurring []int64
 		if err := tx.QueryRow(ctx, b.sql.String(), b.args...).Scan(&n, &changed, &recurring); err != nil {
 			return err
 		}
-		var events eventChanges
+		events = eventChanges{}
 		for _, id := range recurring {
 			t, err := collectTask(tx.Query(ctx, `SELECT `+taskColumns+` FROM tasks WHERE user_id = $1 AND id = $2`, userID, id))
 			if err != nil {
@@ -1204,6 +1237,7 @@ func (st *Store) SetTasksCompleted(ctx context.Context, userID int64, f taskFilt
 			}
 			if next != nil {
 				events.add(*next, eventCreated)
+				events.arms = events.arms || t.RemindAt != nil
 			}
 		}
 		for _, id := range changed {
@@ -1213,6 +1247,9 @@ func (st *Store) SetTasksCompleted(ctx context.Context, userID int64, f taskFilt
 	})
 	if err != nil {
 		return 0, err
+	}
+	if len(events.ids) > 0 {
+		st.notify(ctx, notice(userID, events.arms))
 	}
 	if n == 0 {
 		return 0, st.miss(ctx, nil)

@@ -24,6 +24,7 @@ type wireTask struct {
 	Priority    string     `json:"priority"`
 	Tags        []string   `json:"tags"`
 	DueDate     *time.Time `json:"due_date"`
+	RemindAt    *time.Time `json:"remind_at"`
 	CreatedAt   time.Time  `json:"created_at"`
 	UpdatedAt   time.Time  `json:"updated_at"`
 	CompletedAt *time.Time `json:"completed_at"`

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -67,9 +68,14 @@ func cmdFeed(args []string) error {
 		}
 		out, err := exec.Command(stmtCmd[0], stmtCmd[1:]...).Output()
 		if err != nil {
+			fmt.Fprintf(os.Stderr, "loadgen feed: count statements: %v\n", err)
 			return -1
 		}
-		n, _ := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+		n, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "loadgen feed: count statements: %q: %v\n", out, err)
+			return -1
+		}
 		return n
 	}
 	cpuMs := func(t int64) float64 { return float64(t) * 1000 / float64(*clk) }
