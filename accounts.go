@@ -107,7 +107,12 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	u, err := s.st.CreateUser(r.Context(), addr, nameValue, hash)
+	var u User
+	if s.cfg.mail.enabled() {
+		u, err = s.st.CreateUserWithMail(r.Context(), addr, nameValue, hash)
+	} else {
+		u, err = s.st.CreateUser(r.Context(), addr, nameValue, hash)
+	}
 	if err != nil {
 		return err
 	}

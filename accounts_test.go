@@ -39,8 +39,8 @@ func TestRegister(t *testing.T) {
 	var raw map[string]any
 	r.json(&raw)
 	user := raw["user"].(map[string]any)
-	if _, ok := user["password_hash"]; ok || len(user) != 5 || user["timezone"] != "UTC" {
-		t.Errorf("user shape %v, want exactly id, email, name, created_at, timezone (UTC)", user)
+	if _, ok := user["password_hash"]; ok || len(user) != 6 || user["timezone"] != "UTC" || user["email_verified"] != false {
+		t.Errorf("user shape %v, want exactly id, email, name, created_at, timezone (UTC), email_verified (false)", user)
 	}
 	env.do("GET", "/api/v1/auth/me", "", tr.AccessToken).want(200, "")
 

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/mail"
 	"net/url"
 	"slices"
 	"strconv"
@@ -399,8 +400,9 @@ func TestOpenAPIAnswersMatchTheDocument(t *testing.T) {
 			continue // below
 		}
 		valid := map[string]string{"id": id, "user_id": me}
-		// The event ticket's POST reads no body.
-		hasBody := (o.Method == "POST" || o.Method == "PUT" || o.Method == "PATCH") && o.pattern() != "POST /api/v1/events/ticket"
+		// The event ticket's and the verification resend's POST read no body.
+		hasBody := (o.Method == "POST" || o.Method == "PUT" || o.Method == "PATCH") &&
+			o.pattern() != "POST /api/v1/events/ticket" && o.pattern() != "POST /api/v1/auth/verify/resend"
 		example := ""
 		if _, ok := doc.jsonBodySchema(t, o); ok {
 			example = doc.jsonBodyExample(t, o)
@@ -483,6 +485,32 @@ func TestOpenAPIAnswersMatchTheDocument(t *testing.T) {
 	c.send(oneStream, oaReq{method: "GET", target: "/api/v1/events", token: oneToken, want: 429, within: 300 * time.Millisecond})
 	release()
 	<-heldDone
+
+	// Account e-mail, with mail on (queued only: no mailer runs here).
+	mailOn := newTestEnv(t, func(c *Config) {
+		c.LoginFailuresPerMinute = 1 // forgot-password shares the login limits
+		c.mail = mailConfig{server: &url.URL{Scheme: "smtp", Host: "127.0.0.1:9"}, from: &mail.Address{Address: "todo@example.com"},
+			appURL: "https://app.example.com"}
+	})
+	var mr tokenResponse
+	c.send(mailOn, oaReq{method: "POST", target: "/api/v1/auth/register", want: 201,
+		body: `{"email":"mail-on@example.com","password":"correct horse battery"}`}).json(&mr)
+	c.send(mailOn, oaReq{method: "POST", target: "/api/v1/auth/verify/resend", token: mr.AccessToken, want: 202})
+	c.send(mailOn, oaReq{method: "POST", target: "/api/v1/auth/password/forgot", want: 202, body: `{"email":"mail-on@example.com"}`})
+	c.send(mailOn, oaReq{method: "POST", target: "/api/v1/auth/password/forgot", want: 429, body: `{"email":"mail-on@example.com"}`})
+	for _, kind := range []string{mailVerify, mailReset} {
+		tok, hash := newAccountToken(mr.User.ID)
+		if err := mailOn.st.IssueAccountToken(context.Background(), mr.User.ID, kind, hash, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if kind == mailVerify {
+			c.send(mailOn, oaReq{method: "POST", target: "/api/v1/auth/verify", want: 200, body: `{"token":"` + tok + `"}`})
+		} else {
+			c.send(mailOn, oaReq{method: "POST", target: "/api/v1/auth/password/reset", want: 204,
+				body: `{"token":"` + tok + `","new_password":"another good password"}`})
+		}
+	}
+	c.send(mailOn, oaReq{method: "POST", target: "/api/v1/auth/verify", want: 422, body: `{"token":"1.unknown"}`})
 
 	// Webhooks: one created and deleted.
 	var hook struct{ ID int64 }

@@ -33,9 +33,11 @@ type Server struct {
 	reminders *reminderScheduler
 	// webhooks sends the queued webhook deliveries.
 	webhooks *webhookDeliverer
-	handler  http.Handler
-	routed   []string // every pattern registered, in order (see route)
-	metrics  *metrics // served on METRICS_ADDR; nil records nothing
+	// mailer sends the queued account mail.
+	mailer  *mailer
+	handler http.Handler
+	routed  []string // every pattern registered, in order (see route)
+	metrics *metrics // served on METRICS_ADDR; nil records nothing
 	// rejections logs refused tokens, at most a line per reason per second.
 	rejections *rejectionLog
 }
@@ -48,6 +50,7 @@ func NewServer(log *slog.Logger, cfg Config, st *Store, auth *Authenticator) *Se
 	s.reminders = newReminderScheduler(st, log)
 	s.events.onReminder = s.reminders.poke
 	s.webhooks = newWebhookDeliverer(st, log, cfg.WebhookAllowPrivate)
+	s.mailer = newMailer(st, log, cfg.mail)
 	mux := http.NewServeMux()
 	s.routes(mux)
 	s.metrics = newMetrics(s)
@@ -68,6 +71,10 @@ func (s *Server) routes(mux *http.ServeMux) {
 	s.route(mux, "PATCH /api/v1/auth/me", s.authed(s.handleMeUpdate))
 	s.route(mux, "POST /api/v1/auth/password", s.authed(s.handlePasswordChange))
 	s.route(mux, "DELETE /api/v1/auth/me", s.authed(s.handleMeDelete))
+	s.route(mux, "POST /api/v1/auth/verify", s.handle(s.handleVerify))
+	s.route(mux, "POST /api/v1/auth/verify/resend", s.authed(s.handleVerifyResend))
+	s.route(mux, "POST /api/v1/auth/password/forgot", s.handle(s.handleForgot))
+	s.route(mux, "POST /api/v1/auth/password/reset", s.handle(s.handleReset))
 
 	s.route(mux, "POST /api/v1/tasks", s.authed(s.handleTaskCreate))
 	s.route(mux, "GET /api/v1/tasks", s.authed(s.handleTaskList))

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/mail"
 	"net/netip"
 	"net/url"
 	"os"
@@ -90,6 +91,8 @@ type Config struct {
 	EventsRetention  time.Duration
 	EventsMaxPerUser int
 	EventsMaxStreams int
+	// mail is SMTP_URL, MAIL_FROM and APP_URL; account e-mail is off without SMTP_URL.
+	mail mailConfig
 	// WebhookAllowPrivate lets webhooks reach loopback and private addresses, and http
 	// (development and tests only).
 	WebhookAllowPrivate bool
@@ -196,6 +199,26 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	c.IdleTimeout = durVar("IDLE_TIMEOUT", 120*time.Second)
 	c.ShutdownTimeout = durVar("SHUTDOWN_TIMEOUT", 15*time.Second)
 	c.QueryTimeout = durVar("QUERY_TIMEOUT", 3*time.Second)
+	if v := getenv("SMTP_URL"); v != "" {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "smtp" && u.Scheme != "smtps") || u.Hostname() == "" {
+			bad("SMTP_URL", "must be smtp://[user:password@]host[:port] or smtps://…")
+		} else {
+			c.mail.server = u
+		}
+		from, err := mail.ParseAddress(getenv("MAIL_FROM"))
+		if err != nil {
+			bad("MAIL_FROM", "must be an address such as Todo <todo@example.com> when SMTP_URL is set")
+		} else {
+			c.mail.from = from
+		}
+		app, err := url.Parse(getenv("APP_URL"))
+		if err != nil || (app.Scheme != "https" && app.Scheme != "http") || app.Host == "" {
+			bad("APP_URL", "must be the frontend's base URL (https://…) when SMTP_URL is set")
+		} else {
+			c.mail.appURL = strings.TrimRight(app.String(), "/")
+		}
+	}
 	switch v := strings.ToLower(getenv("WEBHOOK_ALLOW_PRIVATE")); v {
 	case "", "false", "0":
 	case "true", "1":
@@ -383,6 +406,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	background.Go(func() { srv.events.run(ctx) })
 	background.Go(func() { srv.reminders.run(ctx) })
 	background.Go(func() { srv.webhooks.run(ctx) })
+	background.Go(func() { srv.mailer.run(ctx) })
 	go cleanEvents(ctx, st, log, cfg.EventsRetention)
 	newServer := func(h http.Handler) *http.Server {
 		return &http.Server{

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"math"
 	"net/http"
 	"os"
@@ -171,8 +172,54 @@ func newMetrics(s *Server) *metrics {
 		"limit", rateLimitNames[:]...)
 	m.gauge("todo_schema_version", "The database schema version the service works with.",
 		func() float64 { return float64(schemaVersion) })
+	if s.events != nil {
+		m.gauge("todo_event_streams_open", "Change-feed streams open on this replica.",
+			func() float64 { return float64(s.events.open.Load()) })
+	}
+	if rs := s.reminders; rs != nil {
+		m.counterFunc("todo_reminders_fired_total", "Reminders this replica fired.", func() float64 { return float64(rs.fired.Load()) })
+		m.counterFunc("todo_reminders_late_total", "Reminders this replica fired more than 5 minutes after their time.",
+			func() float64 { return float64(rs.late.Load()) })
+	}
+	if wd := s.webhooks; wd != nil {
+		m.collectors = append(m.collectors, func(b []byte) []byte {
+			const name = "todo_webhook_deliveries_total"
+			b = appendHeader(b, name, "Webhook delivery attempts of this replica, by outcome (gave_up: failed for the last time).", "counter")
+			b = appendSample(b, name, "outcome", "delivered", float64(wd.delivered.Load()))
+			b = appendSample(b, name, "outcome", "failed", float64(wd.failed.Load()))
+			return appendSample(b, name, "outcome", "gave_up", float64(wd.gaveUp.Load()))
+		})
+		m.counterFunc("todo_webhooks_disabled_total", "Webhooks this replica disabled after three days of failures.",
+			func() float64 { return float64(wd.disabled.Load()) })
+		if s.st != nil {
+			m.collectors = append(m.collectors, deliveryQueueCollector(s.st))
+		}
+	}
 	m.collectors = append(m.collectors, appendRuntime, appendProcess)
 	return m
+}
+
+// counterFunc registers a counter whose value read gives at each scrape.
+func (m *metrics) counterFunc(name, help string, read func() float64) {
+	m.collectors = append(m.collectors, func(b []byte) []byte {
+		b = appendHeader(b, name, help, "counter")
+		return appendSample(b, name, "", "", read())
+	})
+}
+
+// deliveryQueueCollector reads the webhook delivery queue, shared by every replica, at
+// each scrape; a scrape while the database is away leaves the two series out.
+func deliveryQueueCollector(st *Store) func([]byte) []byte {
+	return func(b []byte) []byte {
+		n, oldest, err := st.DeliveryQueue(context.Background(), time.Now())
+		if err != nil {
+			return b
+		}
+		b = appendHeader(b, "todo_webhook_queue_depth", "Webhook deliveries queued, due or waiting for a retry (all replicas).", "gauge")
+		b = appendSample(b, "todo_webhook_queue_depth", "", "", float64(n))
+		b = appendHeader(b, "todo_webhook_queue_oldest_seconds", "Age of the oldest queued webhook delivery (0 when none).", "gauge")
+		return appendSample(b, "todo_webhook_queue_oldest_seconds", "", "", oldest.Seconds())
+	}
 }
 
 // gauge registers a series whose value read gives at each scrape.

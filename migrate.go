@@ -105,6 +105,8 @@ var citusTables = []struct{ name, column, colocate string }{
 	{"event_tickets", "user_id", "tasks"},
 	{"webhooks", "user_id", "tasks"},
 	{"webhook_deliveries", "user_id", "tasks"},
+	{"account_tokens", "user_id", "tasks"},
+	{"mail_queue", "user_id", "tasks"},
 	{"rate_limits", "key", "none"},
 }
 

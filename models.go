@@ -21,6 +21,8 @@ type User struct {
 	Subject *string
 	// Timezone is the IANA name recurring tasks are computed in (contract §9).
 	Timezone string
+	// EmailVerified: a local user proved the address (contract §12).
+	EmailVerified bool
 	// PasswordEpoch counts a local user's password changes: the refresh tokens of a login
 	// work only while it is the one the login's password was checked under. Read where a
 	// login starts (FindLocalUserByEmail), zero elsewhere.
@@ -34,10 +36,12 @@ type userJSON struct {
 	Name      *string   `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
 	Timezone  string    `json:"timezone"`
+	// EmailVerified is false for Better Auth users: their provider verifies addresses.
+	EmailVerified bool `json:"email_verified"`
 }
 
 func (u User) wire() userJSON {
-	return userJSON{ID: u.ID, Email: u.Email, Name: u.Name, CreatedAt: u.CreatedAt.UTC(), Timezone: u.Timezone}
+	return userJSON{ID: u.ID, Email: u.Email, Name: u.Name, CreatedAt: u.CreatedAt.UTC(), Timezone: u.Timezone, EmailVerified: u.EmailVerified}
 }
 
 // loadTimezone reads an IANA time-zone name: nil when it names no zone. "Local" and ""

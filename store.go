@@ -155,11 +155,11 @@ func isForeignKeyViolation(err error) bool {
 
 // ---- users ----
 
-const userColumns = `id, email, name, created_at, issuer, subject, timezone`
+const userColumns = `id, email, name, created_at, issuer, subject, timezone, email_verified_at IS NOT NULL`
 
 func scanUser(row pgx.Row) (User, error) {
 	var u User
-	err := row.Scan(&u.ID, &u.Email, &u.Name, &u.CreatedAt, &u.Issuer, &u.Subject, &u.Timezone)
+	err := row.Scan(&u.ID, &u.Email, &u.Name, &u.CreatedAt, &u.Issuer, &u.Subject, &u.Timezone, &u.EmailVerified)
 	return u, err
 }
 
@@ -191,7 +191,7 @@ func (st *Store) FindLocalUserByEmail(ctx context.Context, email string) (User, 
 	var hash string
 	err := st.pool.QueryRow(ctx, `SELECT `+userColumns+`, password_hash, password_epoch FROM users
 		WHERE email = $1 AND issuer IS NULL`, email).
-		Scan(&u.ID, &u.Email, &u.Name, &u.CreatedAt, &u.Issuer, &u.Subject, &u.Timezone, &hash, &u.PasswordEpoch)
+		Scan(&u.ID, &u.Email, &u.Name, &u.CreatedAt, &u.Issuer, &u.Subject, &u.Timezone, &u.EmailVerified, &hash, &u.PasswordEpoch)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return User{}, "", notFound("user")
 	} else if err != nil {
@@ -295,6 +295,8 @@ func (st *Store) DeleteUser(ctx context.Context, id int64) error {
 			`DELETE FROM event_tickets WHERE user_id = $1`,
 			`DELETE FROM webhook_deliveries WHERE user_id = $1`,
 			`DELETE FROM webhooks WHERE user_id = $1`,
+			`DELETE FROM account_tokens WHERE user_id = $1`,
+			`DELETE FROM mail_queue WHERE user_id = $1`,
 		} {
 			if _, err := tx.Exec(ctx, q, id); err != nil {
 				return err

@@ -198,6 +198,13 @@ func (st *Store) DeliveryFailed(ctx context.Context, d delivery, now, next time.
 	if err := st.pool.SendBatch(ctx, &batch).Close(); err != nil {
 		return false, fmt.Errorf("record failed delivery %d: %w", d.ID, err)
 	}
+	if disabled {
+		// A disabled webhook gets nothing more, queued or not.
+		if _, err := st.pool.Exec(ctx, `DELETE FROM webhook_deliveries WHERE user_id = $1 AND webhook_id = $2`,
+			d.UserID, d.WebhookID); err != nil {
+			return true, fmt.Errorf("drop the deliveries of disabled webhook %d: %w", d.WebhookID, err)
+		}
+	}
 	return disabled, nil
 }
 

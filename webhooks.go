@@ -254,8 +254,8 @@ type webhookDeliverer struct {
 }
 
 const (
-	deliveryLease    = 60 * time.Second
-	deliveryGiveUp   = 72 * time.Hour
+	deliveryLease    = 15 * time.Second // a send takes at most 10 s
+	deliveryGiveUp   = 73 * time.Hour   // after its webhook's three days of failures disabled it
 	disableAfter     = 72 * time.Hour
 	deliveryParallel = 16
 	deliveryPoll     = time.Second

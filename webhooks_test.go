@@ -187,6 +187,13 @@ func TestWebhookDeliveriesVerifyWithStandardWebhooks(t *testing.T) {
 	if len(ids) != 1 || final[7]["payload"] == nil {
 		t.Errorf("the attempts of one delivery: %v", final[4:])
 	}
+	scrape := string(env.srv.metrics.appendTo(nil))
+	for _, want := range []string{`todo_webhook_deliveries_total{outcome="delivered"} 5`, `todo_webhook_deliveries_total{outcome="failed"} 3`,
+		"todo_webhook_queue_depth 0", "todo_reminders_fired_total 1"} {
+		if !strings.Contains(scrape, want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
 	var after struct{ Items []webhookJSON }
 	env.do("GET", "/api/v1/webhooks", "", token).want(200, "").json(&after)
 	if after.Items[0].Status != "active" {
@@ -245,5 +252,133 @@ func TestWebhookAddressGuard(t *testing.T) {
 	_, err := client.Post(strings.Replace(rc.url, "127.0.0.1", "localhost", 1), "application/json", strings.NewReader("{}"))
 	if err == nil || !strings.Contains(err.Error(), errBlockedAddress.Error()) {
 		t.Errorf("a delivery to localhost: %v", err)
+	}
+}
+
+// TestWebhookDeliveriesSurviveSIGKILL: the real binary is killed (SIGKILL) while
+// deliveries are in flight; a new process on the same database delivers every one, and a
+// delivery received twice carries the same webhook-id both times.
+func TestWebhookDeliveriesSurviveSIGKILL(t *testing.T) {
+	t.Parallel()
+	rc := startReceiver(t)
+	rc.tell(t, map[string]any{"delay_ms": 1500, "announce": true})
+	env := map[string]string{"DATABASE_URL": newTestDatabase(t), "WEBHOOK_ALLOW_PRIVATE": "true"}
+	p1 := startBinary(t, env)
+	client := relClient(t, 10*time.Second)
+	token, _ := relRegister(t, client, p1.base, "killed@example.com")
+	r := relCall(client, "POST", p1.base+"/api/v1/webhooks", `{"url":"`+rc.url+`","events":["task.created"]}`, token, nil)
+	var hook webhookJSON
+	if json.Unmarshal(r.body, &hook); r.status != 201 {
+		t.Fatalf("create webhook: %d %s", r.status, r.body)
+	}
+	rc.tell(t, map[string]any{"secret": hook.Secret})
+	const n = 10
+	for i := range n {
+		if r := relCall(client, "POST", p1.base+"/api/v1/tasks", fmt.Sprintf(`{"title":"t%d"}`, i), token, nil); r.status != 201 {
+			t.Fatalf("create: %d", r.status)
+		}
+	}
+	rc.wait(t, 1) // a delivery has arrived and waits for its answer: the sends are in flight
+	p1.cmd.Process.Kill()
+	<-p1.exited
+	startBinary(t, env)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		seen := map[string]int{}
+		for _, l := range rc.wait(t, 0) {
+			if l["invalid"] != nil {
+				t.Fatalf("the library refused a delivery: %v", l)
+			}
+			if id, ok := l["id"].(string); ok && l["payload"] != nil {
+				seen[id]++
+			}
+		}
+		if len(seen) > n {
+			t.Fatalf("%d webhook-ids for %d events", len(seen), n)
+		}
+		if len(seen) == n {
+			repeats := 0
+			for _, c := range seen {
+				repeats += c - 1
+			}
+			t.Logf("%d deliveries after SIGKILL, %d of them received twice (the same webhook-id)", n, repeats)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d deliveries arrived after the restart: %v", len(seen), n, seen)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestWebhookSlowReceiverAndDisabling: a receiver that takes seconds to answer does not
+// hold back another user's delivery; a receiver that fails for three days (the scheduling
+// clock moved from attempt to attempt) is disabled, visibly, and gets nothing more.
+func TestWebhookSlowReceiverAndDisabling(t *testing.T) {
+	t.Parallel()
+	env := webhookEnv(t)
+	slow, fast, down := startReceiver(t), startReceiver(t), startReceiver(t)
+	slow.tell(t, map[string]any{"delay_ms": 3000})
+	down.tell(t, map[string]any{"fail": 1_000_000})
+	tokens := map[*receiver]string{}
+	for i, rc := range []*receiver{slow, fast, down} {
+		token, _ := env.registerUser(fmt.Sprintf("receiver-%d@example.com", i))
+		var hook webhookJSON
+		env.do("POST", "/api/v1/webhooks", `{"url":"`+rc.url+`"}`, token).want(201, "").json(&hook)
+		rc.tell(t, map[string]any{"secret": hook.Secret})
+		tokens[rc] = token
+	}
+	env.createTask(tokens[slow], `{"title":"slow"}`)
+	env.createTask(tokens[fast], `{"title":"fast"}`)
+	wd := env.srv.webhooks
+	ctx := context.Background()
+	if err := wd.step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fast.wait(t, 1)
+	slow.mu.Lock()
+	if len(slow.lines) != 0 {
+		t.Errorf("the slow receiver answered before the fast one got its delivery")
+	}
+	slow.mu.Unlock()
+	wd.wg.Wait()
+
+	env.createTask(tokens[down], `{"title":"never"}`)
+	clock := time.Now()
+	var clockMu sync.Mutex
+	wd.now = func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return clock }
+	var hooks struct{ Items []webhookJSON }
+	for attempt := 0; ; attempt++ {
+		if attempt == 400 {
+			t.Fatal("still not disabled after 400 failed attempts")
+		}
+		if err := wd.step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		wd.wg.Wait()
+		env.do("GET", "/api/v1/webhooks", "", tokens[down]).want(200, "").json(&hooks)
+		if hooks.Items[0].Status == "disabled" {
+			break
+		}
+		if attempt > 0 && hooks.Items[0].Status != "failing" {
+			t.Fatalf("status %q after %d failures", hooks.Items[0].Status, attempt+1)
+		}
+		var next time.Time
+		if err := env.st.pool.QueryRow(ctx, `SELECT min(next_attempt_at) FROM webhook_deliveries`).Scan(&next); err != nil {
+			t.Fatal(err)
+		}
+		clockMu.Lock()
+		clock = next
+		clockMu.Unlock()
+	}
+	h := hooks.Items[0]
+	if h.DisabledAt == nil || h.FailingSince == nil || h.DisabledAt.Sub(*h.FailingSince) < 72*time.Hour {
+		t.Errorf("disabled %+v", h)
+	}
+	env.createTask(tokens[down], `{"title":"after"}`)
+	var queued int
+	env.st.pool.QueryRow(ctx, `SELECT count(*) FROM webhook_deliveries`).Scan(&queued)
+	if queued != 0 {
+		t.Errorf("%d deliveries queued for a disabled webhook", queued)
 	}
 }

@@ -17,7 +17,8 @@
 \timing off
 
 BEGIN;
-TRUNCATE users, tasks, task_counts, refresh_tokens, idempotency_keys, events, event_seqs, event_tickets;
+-- CASCADE: every per-user table references users.
+TRUNCATE users, tasks, task_counts, refresh_tokens, idempotency_keys, events, event_seqs, event_tickets CASCADE;
 
 INSERT INTO users (id, email, name, password_hash)
 SELECT g, 'user' || g || '@bench.example', 'Bench user ' || g, :'hash'

@@ -2,7 +2,8 @@
 // Standard Webhooks library (npm "standardwebhooks") and prints one JSON line per request
 // on stdout. Its first line is {"port": n}. Lines on stdin set its behaviour:
 // {"secret": "whsec_…"} the signing secret; {"fail": n} answer the next n verified
-// deliveries with 500; {"delay_ms": n} wait that long before each answer.
+// deliveries with 500; {"delay_ms": n} wait that long before each answer; {"announce": true}
+// also print {"received": id} as each request arrives.
 import http from "node:http";
 import readline from "node:readline";
 import sw from "standardwebhooks";
@@ -10,14 +11,17 @@ import sw from "standardwebhooks";
 let secret = null;
 let failures = 0;
 let delay = 0;
+let announce = false;
 readline.createInterface({ input: process.stdin }).on("line", (line) => {
   const m = JSON.parse(line);
   if (m.secret !== undefined) secret = m.secret;
   if (m.fail !== undefined) failures = m.fail;
   if (m.delay_ms !== undefined) delay = m.delay_ms;
+  if (m.announce !== undefined) announce = m.announce;
 });
 
 const server = http.createServer((req, res) => {
+  if (announce) console.log(JSON.stringify({ received: req.headers["webhook-id"] }));
   const chunks = [];
   req.on("data", (c) => chunks.push(c));
   req.on("end", () => {
