@@ -18,6 +18,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -495,6 +496,46 @@ func FuzzTaskInput(f *testing.F) {
 				t.Fatalf("accepted tags %q", c.Tags)
 			}
 			seen[tag] = true
+		}
+	})
+}
+
+// FuzzFeedAndMailInputs reads what clients send to the change feed, webhooks and account
+// e-mail that no JSON decoder checks: a resume id (header and query), an event ticket or
+// account token, a webhook URL. Nothing panics; an accepted resume id is a non-negative
+// decimal integer that reads back as itself; an accepted token names a positive user; an
+// accepted URL is https with a host and no user info, and names no non-public address.
+func FuzzFeedAndMailInputs(f *testing.F) {
+	for _, s := range []string{"0", "42", "-1", "+7", "007", "1e3", " 5", "9223372036854775808", "",
+		"7.abc", "0.x", "-3.y", "7", "https://example.com/hook", "http://example.com", "https://127.0.0.1/x",
+		"https://[::ffff:10.0.0.1]/", "https://user:pw@example.com", "https://example.com:99999/", "https://%zz"} {
+		f.Add(s)
+	}
+	s := &Server{}
+	f.Fuzz(func(t *testing.T, v string) {
+		for _, viaHeader := range []bool{true, false} {
+			r := httptest.NewRequest("GET", "/api/v1/events", nil)
+			if viaHeader {
+				r.Header.Set("Last-Event-ID", v)
+			} else {
+				r.URL.RawQuery = url.Values{"last_event_id": {v}}.Encode()
+			}
+			n, err := lastEventID(r)
+			if err == nil && v != "" && (n < 0 || strconv.FormatInt(n, 10) != strings.TrimLeft(v, "0") && !(n == 0 && strings.Trim(v, "0") == "")) {
+				t.Fatalf("resume id %q read as %d", v, n)
+			}
+		}
+		if id, hash, ok := parseAccountToken(v); ok && (id <= 0 || len(hash) != 32) {
+			t.Fatalf("token %q read as user %d", v, id)
+		}
+		if msg := s.checkWebhookURL(v); msg == "" {
+			u, err := url.Parse(strings.TrimSpace(v))
+			if err != nil || u.Scheme != "https" || u.Hostname() == "" || u.User != nil {
+				t.Fatalf("webhook URL %q accepted", v)
+			}
+			if a, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil && !publicAddr(a) {
+				t.Fatalf("webhook URL %q to %s accepted", v, a)
+			}
 		}
 	})
 }

@@ -287,6 +287,13 @@ func TestMailWaitsForTheSMTPServer(t *testing.T) {
 	if len(seen) != n {
 		t.Errorf("recipients %v", seen)
 	}
+	// Sent mails leave the queue a week later; none before.
+	if k, err := env.st.CleanMail(ctx, time.Now().Add(-time.Hour)); err != nil || k != 0 {
+		t.Errorf("cleaned %d fresh rows: %v", k, err)
+	}
+	if k, err := env.st.CleanMail(ctx, time.Now().Add(8*24*time.Hour)); err != nil || k != n {
+		t.Errorf("cleaned %d rows, want %d: %v", k, n, err)
+	}
 }
 
 // TestMailOff: without SMTP_URL the flows answer 503 with a clear detail, and

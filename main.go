@@ -465,8 +465,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 }
 
 // cleanEvents deletes the change feed's events older than the retention, and used-up
-// tickets, every few minutes in bounded batches (Store.CleanEvents). Every replica runs
-// it; two deleting the same rows delete them once.
+// tickets, every few minutes in bounded batches (Store.CleanEvents), and the mail queue's
+// rows a week after they were sent or given up. Every replica runs it; two deleting the
+// same rows delete them once.
 func cleanEvents(ctx context.Context, st *Store, log *slog.Logger, retention time.Duration) {
 	tick := time.NewTicker(5 * time.Minute)
 	defer tick.Stop()
@@ -477,6 +478,9 @@ func cleanEvents(ctx context.Context, st *Store, log *slog.Logger, retention tim
 		case <-tick.C:
 			if _, err := st.CleanEvents(ctx, time.Now().Add(-retention-eventsRetentionSlack), 1000, 1000); err != nil && ctx.Err() == nil {
 				log.Warn("clean events", "error", err.Error())
+			}
+			if _, err := st.CleanMail(ctx, time.Now().Add(-7*24*time.Hour)); err != nil && ctx.Err() == nil {
+				log.Warn("clean mail", "error", err.Error())
 			}
 		}
 	}

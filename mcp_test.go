@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -171,4 +173,55 @@ func TestMCPProtocol(t *testing.T) {
 	}
 	env.mcpCall(token, call).want(429, "rate_limited")
 	env.mcpCall(token, `{"jsonrpc":"2.0","id":10,"method":"ping"}`).want(200, "")
+}
+
+// TestMCPInspectorListsTools: the MCP Inspector's CLI (@modelcontextprotocol/inspector-cli,
+// pinned with the other Node tools) connects over Streamable HTTP with a bearer token and
+// lists the seven tools; without the token it is refused.
+func TestMCPInspectorListsTools(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	srv := httptest.NewServer(env.srv)
+	t.Cleanup(srv.Close)
+	token, _ := env.registerUser("inspector@example.com")
+	inspect := func(headers ...string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		args := []string{"index.js", srv.URL + "/mcp", "--transport", "http", "--method", "tools/list"}
+		for _, h := range headers {
+			args = append(args, "--header", h)
+		}
+		cmd := exec.CommandContext(ctx, "node", args...)
+		// From its own directory: the CLI looks for its package.json relative to the
+		// working directory (fs.existsSync) and loads it relative to itself (import).
+		cmd.Dir = filepath.Join(clientsDir, "node_modules", "@modelcontextprotocol", "inspector-cli", "build")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			err = fmt.Errorf("%w: %s", err, stderr.String())
+		}
+		return out, err
+	}
+	out, err := inspect("Authorization: Bearer " + token)
+	if err != nil {
+		t.Fatalf("inspector: %v\n%s", err, out)
+	}
+	var listed struct {
+		Tools []struct{ Name string }
+	}
+	if err := json.Unmarshal(out, &listed); err != nil {
+		t.Fatalf("inspector output %q: %v", out, err)
+	}
+	var names []string
+	for _, tool := range listed.Tools {
+		names = append(names, tool.Name)
+	}
+	sort.Strings(names)
+	if fmt.Sprint(names) != "[add_task complete_task delete_task get_task list_tasks task_stats update_task]" {
+		t.Errorf("the Inspector lists %v", names)
+	}
+	if out, err := inspect(); err == nil {
+		t.Errorf("the Inspector listed tools without a token: %s", out)
+	}
 }

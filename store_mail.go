@@ -193,3 +193,15 @@ func (st *Store) ResetPassword(ctx context.Context, userID int64, hash []byte, n
 	})
 	return ok, err
 }
+
+// CleanMail deletes the queue's rows of mails sent or given up before before: kept a
+// while for an operator's questions, not for ever.
+func (st *Store) CleanMail(ctx context.Context, before time.Time) (int64, error) {
+	ctx, cancel := st.timeout(ctx)
+	defer cancel()
+	tag, err := st.pool.Exec(ctx, `DELETE FROM mail_queue WHERE next_attempt_at IS NULL AND created_at < $1`, before)
+	if err != nil {
+		return 0, fmt.Errorf("clean mail: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -41,7 +41,7 @@ go test -race -count=1 -timeout 20m "$@" ./...
 # coordinator can report its own deadline as a failure (golang/go#75804). FUZZTIME
 # (e.g. 1m, as `make fuzz` sets) replaces every budget.
 echo "== fuzz"
-for budget in FuzzJSONBodies:3000x FuzzListQuery:30000x FuzzCursor:30000x FuzzAccessToken:30000x FuzzBetterAuthToken:15000x FuzzTaskJSON:30000x FuzzTaskInput:30000x FuzzRRule:20000x; do
+for budget in FuzzJSONBodies:3000x FuzzListQuery:30000x FuzzCursor:30000x FuzzAccessToken:30000x FuzzBetterAuthToken:15000x FuzzTaskJSON:30000x FuzzTaskInput:30000x FuzzRRule:20000x FuzzFeedAndMailInputs:30000x; do
   target=${budget%%:*}
   go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-${budget#*:}}" .
 done
