@@ -296,9 +296,9 @@ func TestCountersFollowAWriteThatWaited(t *testing.T) {
 			t.Fatal(err)
 		}
 		var first Task
-		var was bool
+		var was, changed bool
 		for rows.Next() {
-			if err := rows.Scan(append(taskFields(&first), &was)...); err != nil {
+			if err := rows.Scan(append(taskFields(&first), &was, &changed)...); err != nil {
 				t.Fatal(err)
 			}
 		}

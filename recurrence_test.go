@@ -497,7 +497,7 @@ func TestRecurringTasks(t *testing.T) {
 func TestRecurringCompletionsRace(t *testing.T) {
 	t.Parallel()
 	env := newTestEnv(t)
-	token, _ := env.registerUser("racer@example.com")
+	token, user := env.registerUser("racer@example.com")
 	for range 5 {
 		task := env.createTask(token, `{"title":"race","due_date":"2026-04-01T08:00:00Z","recurrence":"FREQ=WEEKLY"}`)
 		var wg sync.WaitGroup
@@ -520,6 +520,11 @@ func TestRecurringCompletionsRace(t *testing.T) {
 				t.Fatalf("completion %d answered next_task_id %v, the first %v", i, n, next[0])
 			}
 		}
+	}
+	// The change feed has each task's creation, its successor's and its one completion:
+	// the 19 completions that changed nothing record nothing.
+	if evs, _ := recordedEvents(t, env.st, user.ID); len(evs) != 15 {
+		t.Errorf("%d events for 5 tasks completed 20 times each, want 15: %v", len(evs), evs)
 	}
 	if page := env.list(token, "status=pending"); page.Total != 5 {
 		t.Errorf("%d open successors after 5 × 20 completions, want 5", page.Total)

@@ -765,7 +765,7 @@ const (
 			AND t.completed <> prior.was_completed
 		RETURNING 1)`
 	completeTaskAnswer = `
-	SELECT ` + taskColumns + `, prior.was_completed FROM t, prior`
+	SELECT ` + taskColumns + `, prior.was_completed, t.updated_at = @now::timestamptz AS changed FROM t, prior`
 )
 
 // A write records task.updated only when it changed the task: updated_at then holds this
@@ -891,10 +891,11 @@ func (st *Store) completeTask(ctx context.Context, userID, id int64, args []any)
 	)
 	// readCompleted reads the answer of completeTaskSQL or completeOneTripSQL: the task and
 	// whether it was completed before, if it was changed.
+	var changed bool
 	readCompleted := func(rows pgx.Rows) error {
 		for rows.Next() {
 			found = true
-			if err := rows.Scan(append(taskFields(&t), &was)...); err != nil {
+			if err := rows.Scan(append(taskFields(&t), &was, &changed)...); err != nil {
 				return err
 			}
 		}
@@ -928,7 +929,7 @@ func (st *Store) completeTask(ctx context.Context, userID, id int64, args []any)
 			events.arms = t.RemindAt != nil
 		}
 	}
-	if found {
+	if changed {
 		events.add(t.ID, eventUpdated)
 	}
 	if err := events.record(ctx, conn, userID); err != nil {
@@ -938,7 +939,9 @@ func (st *Store) completeTask(ctx context.Context, userID, id int64, args []any)
 		return Task{}, err
 	}
 	if len(events.ids) > 0 {
-		st.notify(ctx, notice(userID, events.arms))
+		// On this connection: taking a second one from the pool while holding this one
+		// would wait for ever once every connection is held by a request doing the same.
+		conn.Exec(ctx, noticeSQL, notice(userID, events.arms))
 	}
 	if !found {
 		return Task{}, pgx.ErrNoRows
