@@ -825,3 +825,50 @@ window.events = []; window.opened = 0;
 		t.Errorf("the page saw %+v", got)
 	}
 }
+
+// TestEventStreamPingsAndDropsSlowClients: an idle stream gets a ": ping" comment every
+// ping interval (15 s in service; shortened here), and a client that stops reading is cut
+// off once its bounded buffer is full, freeing its slot, rather than holding memory.
+func TestEventStreamPingsAndDropsSlowClients(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	env.srv.events.ping = 100 * time.Millisecond
+	srv := startFeedServer(t, env)
+	token, _ := env.registerUser("slow-reader@example.com")
+	c, _ := openStream(t, srv.url, token, "", nil)
+	deadline := time.After(10 * time.Second)
+	for pinged := false; !pinged; {
+		select {
+		case m := <-c.msgs:
+			pinged = m.Comment == "ping"
+		case <-deadline:
+			t.Fatal("no ping")
+		}
+	}
+	c.close()
+
+	// A raw connection that never reads after the first message.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if tcp, ok := conn.(*net.TCPConn); ok {
+		tcp.SetReadBuffer(4096) // let the server's writes block sooner
+	}
+	fmt.Fprintf(conn, "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", token)
+	for deadline := time.Now().Add(5 * time.Second); env.srv.events.open.Load() != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the stream did not open")
+		}
+	}
+	big := strings.Repeat("x", 9000)
+	for i := range 600 {
+		env.do("POST", "/api/v1/tasks", fmt.Sprintf(`{"title":"t%d","description":%q}`, i, big), token).want(201, "")
+	}
+	for deadline := time.Now().Add(30 * time.Second); env.srv.events.open.Load() != 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a client that does not read still holds its stream")
+		}
+	}
+}
