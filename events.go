@@ -216,12 +216,20 @@ func (h *eventHub) read(f *feed) {
 		}
 		h.mu.Lock()
 		if err != nil {
-			// The database is away: the listener's return reads again for every feed.
+			// Read again in a second; if the database is away, the listener's return reads
+			// again for every feed as well.
 			h.log.Warn("read events", "user_id", f.userID, "error", err.Error())
 			f.fetching = false
 			f.dirty = false
 			h.dropIfIdle(f)
 			h.mu.Unlock()
+			time.AfterFunc(time.Second, func() {
+				h.mu.Lock()
+				defer h.mu.Unlock()
+				if !h.closed && h.feeds[f.userID] == f {
+					h.poke(f)
+				}
+			})
 			return
 		}
 		if len(batch) > 0 {

@@ -20,7 +20,8 @@ import (
 )
 
 // smtpServer is Debian's aiosmtpd, a real SMTP server, storing what it receives in a
-// Maildir; it can be stopped and started again on the same port.
+// Maildir (testdata/smtp/handlers.py, which refuses recipients named reject…); it can be
+// stopped and started again on the same port.
 type smtpServer struct {
 	addr, maildir string
 	cmd           *exec.Cmd
@@ -42,7 +43,8 @@ func startSMTP(t *testing.T) *smtpServer {
 
 func (s *smtpServer) start(t *testing.T) {
 	t.Helper()
-	s.cmd = exec.Command("/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l", s.addr, "-c", "aiosmtpd.handlers.Mailbox", s.maildir)
+	s.cmd = exec.Command("/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l", s.addr, "-c", "handlers.Store", s.maildir)
+	s.cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join(wd(t), "testdata", "smtp"))
 	s.cmd.Stderr = os.Stderr
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("aiosmtpd (python3-aiosmtpd): %v", err)
@@ -312,5 +314,42 @@ func TestMailOff(t *testing.T) {
 		if !strings.Contains(r.envelope().Detail, "SMTP_URL") {
 			t.Errorf("%s: %s", c.path, r.Body)
 		}
+	}
+}
+
+func wd(t *testing.T) string {
+	t.Helper()
+	d, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestMailRefusedForGood: a 5xx answer to a recipient is a permanent failure, recorded
+// with the server's words and not retried, while the other mails go out.
+func TestMailRefusedForGood(t *testing.T) {
+	t.Parallel()
+	smtpd := startSMTP(t)
+	env := mailEnv(t, smtpd.addr)
+	ctx := context.Background()
+	env.do("POST", "/api/v1/auth/register", `{"email":"reject-me@example.com","password":"correct horse battery"}`, "").want(201, "")
+	env.do("POST", "/api/v1/auth/register", `{"email":"accept-me@example.com","password":"correct horse battery"}`, "").want(201, "")
+	smtpd.waitMails(t, 1, func() { env.srv.mailer.step(ctx) })
+	var failedAt *time.Time
+	var why string
+	var next *time.Time
+	if err := env.st.pool.QueryRow(ctx, `SELECT failed_at, last_error, next_attempt_at FROM mail_queue WHERE recipient = 'reject-me@example.com'`).
+		Scan(&failedAt, &why, &next); err != nil {
+		t.Fatal(err)
+	}
+	if failedAt == nil || next != nil || !strings.Contains(why, "550") {
+		t.Errorf("refused mail: failed_at %v, next attempt %v, error %q", failedAt, next, why)
+	}
+	later := time.Now().Add(3 * time.Hour)
+	env.srv.mailer.now = func() time.Time { return later }
+	env.srv.mailer.step(ctx)
+	if got := smtpd.mails(t); len(got) != 1 || !strings.Contains(got[0].to, "accept-me@example.com") {
+		t.Errorf("mails %v", got)
 	}
 }
